@@ -1,0 +1,235 @@
+"""One configured database service: its dialect, pool, limits and cached catalog.
+
+Tools never touch connections directly; they ask a ``Database`` for
+
+* ``catalog()`` / ``table(name)``: the introspected schema, cached for
+  ``schema_ttl`` seconds (``refresh=True`` re-reads it), with "did you mean"
+  errors for unknown names;
+* ``transaction(read_only=...)``: a pooled connection inside an explicit
+  transaction that is committed on success and rolled back on any error,
+  discarded if the connection broke, and returned to the pool in ``finally``.
+
+A ``CallScope`` ties one running tool call to the connection it uses, so a
+``notifications/cancelled`` from the client can stop the statement inside the
+database (``dialect.cancel``) and the call ends as ``QueryCancelled``.
+
+Imports errors, metadata, pool and dialects; nothing above them.
+"""
+from __future__ import annotations
+
+import difflib
+import logging
+import threading
+import time
+from contextlib import contextmanager
+
+from .config import ServiceConfig, mask_url
+from .dialects import dialect_for
+from .errors import DatabaseUnavailable, NotFound, QueryCancelled, ToolError
+from .metadata import Catalog, Routine, Table
+from .pool import Pool
+
+log = logging.getLogger("mcp_flask.database")
+
+
+class CallScope:
+    """One tool call in flight: lets another greenlet cancel its statement."""
+
+    __slots__ = ("conn", "dialect", "cancelled", "_lock")
+
+    def __init__(self):
+        self.conn = None
+        self.dialect = None
+        self.cancelled = False
+        self._lock = threading.Lock()
+
+    def attach(self, dialect, conn) -> None:
+        with self._lock:
+            self.dialect, self.conn = dialect, conn
+        if self.cancelled:
+            dialect.cancel(conn)
+
+    def detach(self) -> None:
+        with self._lock:
+            self.conn = None
+
+    def cancel(self) -> None:
+        """Mark the call cancelled and stop its running statement, if any."""
+        with self._lock:
+            self.cancelled = True
+            conn, dialect = self.conn, self.dialect
+        if conn is not None:
+            try:
+                dialect.cancel(conn)
+            except Exception:  # noqa: BLE001 - the statement may have just finished
+                log.debug("cancel request failed", exc_info=True)
+
+
+def suggest(name: str, candidates) -> str:
+    """``; did you mean 'x'?`` for the closest of ``candidates``, or ``""``."""
+    close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
+    if not close:
+        lowered = {c.lower(): c for c in candidates}
+        close = difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=0.6)
+        close = [lowered[c] for c in close]
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
+class Database:
+    """A configured service's database."""
+
+    def __init__(self, service: ServiceConfig):
+        self.config = service
+        self.name = service.name
+        self.dialect = dialect_for(service)
+        self.pool = Pool(self._connect, size=service.pool_size, timeout=service.pool_timeout,
+                         idle_check=service.pool_idle_check, ping=self.dialect.ping,
+                         close=self.dialect.close, name=service.name)
+        self._catalog: Catalog | None = None
+        self._catalog_at = 0.0
+        self._catalog_lock = threading.Lock()
+        #: Bumped whenever a refresh finds a different catalog (resources/updated).
+        self.catalog_version = 0
+        self._catalog_listeners: list = []
+
+    @property
+    def supports_routines(self) -> bool:
+        return self.dialect.supports_routines
+
+    def _connect(self):
+        try:
+            return self.dialect.connect()
+        except ToolError:
+            raise
+        except Exception:  # noqa: BLE001 - never let a driver error (with its DSN) escape
+            log.warning("cannot connect to service %s at %s", self.name, mask_url(self.config.url))
+            raise DatabaseUnavailable(f"the database of service '{self.name}' cannot be reached") from None
+
+    # ------------------------------------------------------------------ connections
+    @contextmanager
+    def transaction(self, read_only: bool = False, scope: CallScope | None = None):
+        """A connection inside one transaction: commit on success, rollback on error."""
+        dialect = self.dialect
+        conn = self.pool.acquire()
+        broken = False
+        try:
+            if scope is not None:
+                scope.attach(dialect, conn)
+            try:
+                dialect.begin(conn, read_only)
+            except ToolError as exc:
+                # A pooled connection that died while idle: replace it once, transparently.
+                if not isinstance(exc, DatabaseUnavailable) and not self._looks_broken(conn):
+                    raise
+                self.pool.release(conn, broken=True)
+                conn = self.pool.acquire()
+                if scope is not None:
+                    scope.attach(dialect, conn)
+                dialect.begin(conn, read_only)
+            yield conn
+            dialect.commit(conn)
+        except BaseException as exc:
+            broken = not self._rollback(conn)
+            if scope is not None and scope.cancelled and isinstance(exc, ToolError):
+                raise QueryCancelled() from None
+            raise
+        finally:
+            if scope is not None:
+                scope.detach()
+            self.pool.release(conn, broken=broken)
+
+    def _rollback(self, conn) -> bool:
+        """Roll back; False when the connection is unusable and must be discarded."""
+        try:
+            self.dialect.rollback(conn)
+            return True
+        except Exception:  # noqa: BLE001 - a failed rollback means a broken connection
+            return False
+
+    def _looks_broken(self, conn) -> bool:
+        try:
+            self.dialect.ping(conn)
+            return False
+        except Exception:  # noqa: BLE001
+            return True
+
+    # ------------------------------------------------------------------ catalog
+    def catalog(self, refresh: bool = False) -> Catalog:
+        """The introspected catalog, re-read after ``schema_ttl`` or when asked."""
+        now = time.monotonic()
+        cat = self._catalog
+        if cat is not None and not refresh and (now - self._catalog_at) < self.config.schema_ttl:
+            return cat
+        with self._catalog_lock:
+            if self._catalog is not None and not refresh and self._catalog_at > now - self.config.schema_ttl:
+                return self._catalog
+            with self.transaction(read_only=True) as conn:
+                fresh = self.dialect.introspect(conn)
+            old = self._catalog
+            self._catalog, self._catalog_at = fresh, time.monotonic()
+        if old is not None:
+            changed = _changed_tables(old, fresh)
+            if changed:
+                self.catalog_version += 1
+                for listener in list(self._catalog_listeners):
+                    try:
+                        listener(self, changed)
+                    except Exception:  # noqa: BLE001 - a listener must not break the tool call
+                        log.exception("catalog listener failed")
+        return fresh
+
+    def on_catalog_change(self, listener) -> None:
+        """Call ``listener(database, changed_table_names)`` when a refresh finds changes."""
+        self._catalog_listeners.append(listener)
+
+    def table(self, name: str, visible=None, refresh: bool = False) -> Table:
+        """The table or view called ``name``; ``NotFound`` with a suggestion otherwise.
+
+        ``visible`` (a predicate on names) hides what the caller's role may not see:
+        a hidden table is reported exactly like a missing one, and never suggested.
+        """
+        cat = self.catalog(refresh)
+        table = cat.table(name) if isinstance(name, str) else None
+        if table is not None and (visible is None or visible(table.name)):
+            return table
+        names = [n for n in cat.tables if visible is None or visible(n)]
+        raise NotFound(f"no table or view named '{name}'{suggest(str(name), names)}")
+
+    def routine(self, kind: str, name: str, visible=None, refresh: bool = False) -> Routine:
+        """The procedure or function called ``name`` (kind: procedure | function)."""
+        cat = self.catalog(refresh)
+        pool = cat.procedures if kind == "procedure" else cat.functions
+        routine = pool.get(name) if isinstance(name, str) else None
+        if routine is not None and (visible is None or visible(routine.name)):
+            return routine
+        names = [n for n in pool if visible is None or visible(n)]
+        raise NotFound(f"no stored {kind} named '{name}'{suggest(str(name), names)}")
+
+    # ------------------------------------------------------------------ health
+    def check(self) -> dict:
+        """Reachability for /readyz and ``mcp-flask check``: {"ok", "error"?, "pool"}."""
+        try:
+            conn = self.pool.acquire(timeout=min(self.config.pool_timeout, 2.0))
+        except ToolError as exc:
+            return {"ok": False, "error": exc.message, "pool": self.pool.stats()}
+        try:
+            self.dialect.ping(conn)
+        except Exception:  # noqa: BLE001
+            self.pool.release(conn, broken=True)
+            return {"ok": False, "error": "the database did not answer a ping", "pool": self.pool.stats()}
+        self.pool.release(conn)
+        return {"ok": True, "pool": self.pool.stats()}
+
+    def close(self) -> None:
+        self.pool.close_all()
+
+
+def _changed_tables(old: Catalog, new: Catalog) -> set[str]:
+    """Names of tables added, removed, or whose columns changed between two catalogs."""
+    changed = set(old.tables) ^ set(new.tables)
+    for name in set(old.tables) & set(new.tables):
+        a, b = old.tables[name], new.tables[name]
+        if [(c.name, c.db_type, c.allow_null) for c in a.columns] != \
+                [(c.name, c.db_type, c.allow_null) for c in b.columns]:
+            changed.add(name)
+    return changed

@@ -1,0 +1,282 @@
+"""The dialect contract, and the SQL composition every dialect shares.
+
+All SQL text in the project lives under ``dialects/``.  A dialect supplies
+quoting (``quote``: the one function per dialect that turns a name into an
+identifier), the placeholder for a bound value, paging, connection set-up,
+transaction control, introspection and error mapping; the composition below
+(select, count, insert, update, delete) is written once on top of those.
+
+Rules every method keeps:
+
+* identifiers only ever reach SQL through ``quote`` / ``table_sql``, and only
+  names that were validated against the introspected catalog;
+* values only ever reach SQL as bound parameters (``self.placeholder``);
+* no driver exception escapes a dialect: ``map_error`` turns them into the
+  project's ``errors`` types.
+
+Connections are used in the driver's autocommit mode; transactions are opened
+explicitly with ``begin`` so read-only transactions and isolation are the
+dialect's decision, never a leftover session default on a pooled connection.
+
+Imports only ``errors`` and ``metadata`` from the project.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable, Sequence
+
+from ..errors import DatabaseError, InvalidArguments
+from ..metadata import Catalog, Column, Routine, Table
+
+
+class Dialect:
+    """Base class; one subclass per database.  One instance per configured service."""
+
+    name = "base"
+    #: The DB-API marker for one bound value.
+    placeholder = "?"
+    #: Whether this database has stored procedures and functions.
+    supports_routines = False
+    #: Character used to escape % and _ in LIKE patterns (``ESCAPE`` clause).
+    like_escape = "\\"
+
+    def __init__(self, service):
+        #: The ``config.ServiceConfig`` this dialect serves.
+        self.service = service
+
+    # ---------------------------------------------------------------- identifiers
+    def quote(self, name: str) -> str:
+        """Quote one identifier.  The only place identifiers become SQL text."""
+        if "\x00" in name:
+            raise InvalidArguments("identifiers may not contain NUL characters")
+        return '"' + name.replace('"', '""') + '"'
+
+    def table_sql(self, table: Table) -> str:
+        """The quoted (schema-qualified when needed) name of ``table``."""
+        if table.schema:
+            return f"{self.quote(table.schema)}.{self.quote(table.native_name)}"
+        return self.quote(table.native_name)
+
+    def column_list(self, names: Iterable[str], alias: str | None = None) -> str:
+        prefix = f"{alias}." if alias else ""
+        return ", ".join(prefix + self.quote(n) for n in names)
+
+    # ---------------------------------------------------------------- connections
+    def connect(self):
+        """Open a new DB-API connection in autocommit mode with the service's timeouts."""
+        raise NotImplementedError
+
+    def ping(self, conn) -> None:
+        """Raise if ``conn`` is no longer usable (cheap round trip)."""
+        cur = conn.cursor()
+        try:
+            cur.execute("SELECT 1")
+            cur.fetchall()
+        finally:
+            cur.close()
+
+    def is_disconnect(self, exc: BaseException) -> bool:
+        """True when ``exc`` means the connection is broken and must be discarded."""
+        return False
+
+    def cancel(self, conn) -> None:
+        """Stop the statement running on ``conn`` (called from another greenlet)."""
+        raise NotImplementedError
+
+    def close(self, conn) -> None:
+        try:
+            conn.close()
+        except Exception:  # noqa: BLE001 - closing a broken connection may fail; it is gone either way
+            pass
+
+    # ---------------------------------------------------------------- transactions
+    def begin(self, conn, read_only: bool = False) -> None:
+        """Open a transaction; read-only ones are enforced by the engine."""
+        self.execute(conn, "START TRANSACTION READ ONLY" if read_only else "BEGIN")
+
+    def commit(self, conn) -> None:
+        self.execute(conn, "COMMIT")
+
+    def rollback(self, conn) -> None:
+        self.execute(conn, "ROLLBACK")
+
+    def savepoint(self, conn, name: str) -> None:
+        self.execute(conn, f"SAVEPOINT {self.quote(name)}")
+
+    def rollback_to(self, conn, name: str) -> None:
+        self.execute(conn, f"ROLLBACK TO SAVEPOINT {self.quote(name)}")
+
+    def release(self, conn, name: str) -> None:
+        self.execute(conn, f"RELEASE SAVEPOINT {self.quote(name)}")
+
+    # ---------------------------------------------------------------- execution
+    def execute(self, conn, sql: str, params: Sequence = ()) -> int:
+        """Run one statement that returns no rows; the affected row count."""
+        cur = conn.cursor()
+        try:
+            cur.execute(sql, tuple(params))
+            return cur.rowcount
+        except Exception as exc:  # noqa: BLE001 - every driver error is mapped
+            raise self.map_error(exc) from None
+        finally:
+            cur.close()
+
+    def query(self, conn, sql: str, params: Sequence = ()) -> tuple[list[str], list[tuple]]:
+        """Run a query; its column names and all rows (use ``stream`` for large results)."""
+        cur = conn.cursor()
+        try:
+            cur.execute(sql, tuple(params))
+            names = [d[0] for d in cur.description] if cur.description else []
+            return names, cur.fetchall()
+        except Exception as exc:  # noqa: BLE001
+            raise self.map_error(exc) from None
+        finally:
+            cur.close()
+
+    def stream(self, conn, sql: str, params: Sequence = (), batch: int = 500):
+        """Yield ``(names, rows_batch)`` pairs without holding the whole result in memory.
+
+        The base version iterates an ordinary cursor; server databases override it
+        with a server-side cursor.  The generator closes its cursor when closed early.
+        """
+        cur = conn.cursor()
+        try:
+            cur.execute(sql, tuple(params))
+            names = [d[0] for d in cur.description]
+            while True:
+                rows = cur.fetchmany(batch)
+                if not rows:
+                    return
+                yield names, rows
+        except Exception as exc:  # noqa: BLE001
+            raise self.map_error(exc) from None
+        finally:
+            cur.close()
+
+    # ---------------------------------------------------------------- values
+    def bind_value(self, column: Column | None, value: Any) -> Any:
+        """Convert a JSON value to what the driver should bind for ``column``."""
+        return value
+
+    def decode_value(self, column: Column | None, value: Any) -> Any:
+        """Convert a driver value read from ``column`` before JSON encoding."""
+        return value
+
+    def like_pattern(self, text: str, prefix: bool, suffix: bool) -> str:
+        """``text`` with LIKE wildcards escaped, wrapped in % as asked (contains/starts/ends)."""
+        e = self.like_escape
+        text = text.replace(e, e + e).replace("%", e + "%").replace("_", e + "_")
+        return ("%" if prefix else "") + text + ("%" if suffix else "")
+
+    def like_sql(self, column_sql: str, negate: bool = False) -> str:
+        """``col LIKE ? ESCAPE '\\'`` (case rules are the database's own)."""
+        e = self.like_escape.replace("'", "''")
+        return f"{column_sql} {'NOT ' if negate else ''}LIKE {self.placeholder} ESCAPE '{e}'"
+
+    # ---------------------------------------------------------------- composition
+    def paginate(self, limit: int | None, offset: int | None) -> tuple[str, list]:
+        """The LIMIT/OFFSET clause with bound values."""
+        sql, params = "", []
+        if limit is not None:
+            sql += f" LIMIT {self.placeholder}"
+            params.append(int(limit))
+        if offset:
+            if limit is None:
+                sql += " LIMIT -1"
+            sql += f" OFFSET {self.placeholder}"
+            params.append(int(offset))
+        return sql, params
+
+    def order_sql(self, order: Sequence[tuple[str, str, str | None]], alias: str | None = None) -> str:
+        """``ORDER BY`` from validated ``(column, 'ASC'|'DESC', 'FIRST'|'LAST'|None)`` triples."""
+        if not order:
+            return ""
+        parts = []
+        prefix = f"{alias}." if alias else ""
+        for col, direction, nulls in order:
+            part = f"{prefix}{self.quote(col)} {direction}"
+            if nulls:
+                part += self.nulls_sql(prefix + self.quote(col), direction, nulls)
+            parts.append(part)
+        return " ORDER BY " + ", ".join(parts)
+
+    def nulls_sql(self, column_sql: str, direction: str, nulls: str) -> str:
+        return f" NULLS {nulls}"
+
+    def select_sql(self, table: Table, columns: Sequence[str], where: str = "", where_params=(),
+                   order=(), limit: int | None = None, offset: int | None = None,
+                   group: Sequence[str] = ()) -> tuple[str, list]:
+        """A SELECT of validated ``columns`` (or aggregate expressions already composed)."""
+        cols = ", ".join(columns)
+        sql = f"SELECT {cols} FROM {self.table_sql(table)}"
+        params = list(where_params)
+        if where:
+            sql += f" WHERE {where}"
+        if group:
+            sql += " GROUP BY " + ", ".join(self.quote(g) for g in group)
+        sql += self.order_sql(order)
+        page, page_params = self.paginate(limit, offset)
+        return sql + page, params + page_params
+
+    def count_sql(self, table: Table, where: str = "", where_params=()) -> tuple[str, list]:
+        sql = f"SELECT COUNT(*) FROM {self.table_sql(table)}"
+        if where:
+            sql += f" WHERE {where}"
+        return sql, list(where_params)
+
+    def in_sql(self, column_sql: str, count: int, negate: bool = False) -> str:
+        """``col IN (?, ?, ...)`` for ``count`` bound values."""
+        marks = ", ".join([self.placeholder] * count)
+        return f"{column_sql} {'NOT ' if negate else ''}IN ({marks})"
+
+    def key_where(self, key_columns: Sequence[str], count: int) -> str:
+        """WHERE text matching ``count`` keys, single or composite (bind values row by row)."""
+        if len(key_columns) == 1:
+            return self.in_sql(self.quote(key_columns[0]), count)
+        one = "(" + " AND ".join(f"{self.quote(c)} = {self.placeholder}" for c in key_columns) + ")"
+        return "(" + " OR ".join([one] * count) + ")"
+
+    def insert(self, conn, table: Table, record: dict) -> dict:
+        """Insert one record (validated column names -> bound values); return its key values."""
+        cols = list(record)
+        marks = ", ".join([self.placeholder] * len(cols))
+        if cols:
+            sql = f"INSERT INTO {self.table_sql(table)} ({self.column_list(cols)}) VALUES ({marks})"
+        else:
+            sql = f"INSERT INTO {self.table_sql(table)} DEFAULT VALUES"
+        return self._insert_returning_key(conn, table, sql, [record[c] for c in cols], record)
+
+    def _insert_returning_key(self, conn, table: Table, sql: str, params: list, record: dict) -> dict:
+        """Run the INSERT and read back the primary key (RETURNING where supported)."""
+        pk = table.primary_key
+        if not pk:
+            self.execute(conn, sql, params)
+            return {}
+        names, rows = self.query(conn, sql + " RETURNING " + self.column_list(pk), params)
+        return dict(zip(names, rows[0])) if rows else {}
+
+    def update_sql(self, table: Table, values: dict, where: str, where_params=()) -> tuple[str, list]:
+        sets = ", ".join(f"{self.quote(c)} = {self.placeholder}" for c in values)
+        return (f"UPDATE {self.table_sql(table)} SET {sets} WHERE {where}",
+                list(values.values()) + list(where_params))
+
+    def delete_sql(self, table: Table, where: str, where_params=()) -> tuple[str, list]:
+        return f"DELETE FROM {self.table_sql(table)} WHERE {where}", list(where_params)
+
+    # ---------------------------------------------------------------- introspection
+    def introspect(self, conn) -> Catalog:
+        """Read tables, views, columns, keys (and routines) into a ``Catalog``."""
+        raise NotImplementedError
+
+    # ---------------------------------------------------------------- routines
+    def call_routine(self, conn, routine: Routine, args: dict) -> dict:
+        """Call a procedure or function with validated, bound ``args`` (name -> value).
+
+        Returns ``{"result_sets": [[row dict, ...], ...], "out": {name: value},
+        "value": scalar-or-None}``.
+        """
+        raise NotImplementedError
+
+    # ---------------------------------------------------------------- errors
+    def map_error(self, exc: BaseException) -> Exception:
+        """Turn a driver exception into a project error (never re-raise the driver's)."""
+        return DatabaseError("the database reported an error")

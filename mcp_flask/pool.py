@@ -1,0 +1,136 @@
+"""A bounded DB-API connection pool that waits, checks health and never leaks.
+
+psycopg2's own pools raise at once when exhausted; a web worker under load
+should instead wait a little (``timeout``) and then answer "database busy".
+The pool is written with ``threading`` primitives, which gevent's monkey
+patching turns cooperative inside gunicorn's gevent workers, so a waiting
+greenlet yields instead of blocking the worker.
+
+* ``acquire`` reuses the most recently returned connection (LIFO keeps few
+  connections warm), pings one that sat idle longer than ``idle_check``, and
+  opens a new one while fewer than ``size`` exist.
+* ``release(conn, broken=True)`` closes a connection that failed, so a
+  restarted database is recovered from on the next request.
+* ``connection()`` is the context manager every caller uses; it returns the
+  connection in ``finally``, also when a streaming response is abandoned.
+
+Imports only ``errors`` from the project.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from contextlib import contextmanager
+
+from .errors import DatabaseBusy
+
+
+class Pool:
+    """A pool of at most ``size`` connections made by ``create``."""
+
+    def __init__(self, create, *, size: int, timeout: float, idle_check: float = 30.0,
+                 ping=None, close=None, name: str = ""):
+        self._create = create
+        self._ping = ping
+        self._close = close or (lambda c: c.close())
+        self.size = size
+        self.timeout = timeout
+        self.idle_check = idle_check
+        self.name = name
+        self._idle: deque = deque()          # (conn, returned_at)
+        self._open = 0                       # connections that exist (idle + in use + being made)
+        self._waiting = 0
+        self._cond = threading.Condition()
+        self._closed = False
+
+    # ------------------------------------------------------------------ checkout
+    def acquire(self, timeout: float | None = None):
+        """A healthy connection, waiting up to ``timeout`` seconds for a free slot.
+
+        Raises ``DatabaseBusy`` when none frees up in time, and whatever ``create``
+        raises (``DatabaseUnavailable``) when a new connection cannot be made.
+        """
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        while True:
+            with self._cond:
+                while not self._idle and self._open >= self.size:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise DatabaseBusy(
+                            f"all {self.size} database connections stayed busy for "
+                            f"{self.timeout:g} s; try again shortly")
+                    self._waiting += 1
+                    try:
+                        self._cond.wait(remaining)
+                    finally:
+                        self._waiting -= 1
+                if self._idle:
+                    conn, returned_at = self._idle.pop()
+                    fresh = False
+                else:
+                    self._open += 1
+                    conn, returned_at, fresh = None, 0.0, True
+            if fresh:
+                try:
+                    return self._create()
+                except BaseException:
+                    self._forget()
+                    raise
+            if self._ping is None or time.monotonic() - returned_at < self.idle_check:
+                return conn
+            try:
+                self._ping(conn)
+                return conn
+            except Exception:  # noqa: BLE001 - a stale connection is replaced, not reported
+                self._discard(conn)
+
+    def release(self, conn, broken: bool = False) -> None:
+        """Give ``conn`` back; a ``broken`` one is closed and its slot freed."""
+        if broken or self._closed:
+            self._discard(conn)
+            return
+        with self._cond:
+            self._idle.append((conn, time.monotonic()))
+            self._cond.notify()
+
+    @contextmanager
+    def connection(self, timeout: float | None = None):
+        """``with pool.connection() as conn``: returned (or discarded on error) in ``finally``."""
+        conn = self.acquire(timeout)
+        broken = True
+        try:
+            yield conn
+            broken = False
+        finally:
+            self.release(conn, broken=broken)
+
+    # ------------------------------------------------------------------ bookkeeping
+    def _forget(self) -> None:
+        with self._cond:
+            self._open -= 1
+            self._cond.notify()
+
+    def _discard(self, conn) -> None:
+        try:
+            self._close(conn)
+        except Exception:  # noqa: BLE001 - closing a dead connection can fail; it is gone
+            pass
+        self._forget()
+
+    def close_all(self) -> None:
+        """Close idle connections and refuse to keep returned ones (shutdown)."""
+        self._closed = True
+        while True:
+            with self._cond:
+                if not self._idle:
+                    return
+                conn, _ = self._idle.pop()
+            self._discard(conn)
+
+    def stats(self) -> dict:
+        """Sizes for /metrics and /readyz."""
+        with self._cond:
+            idle = len(self._idle)
+            return {"size": self.size, "open": self._open, "idle": idle,
+                    "in_use": self._open - idle, "waiting": self._waiting}

@@ -1,0 +1,318 @@
+"""MCP methods: initialize, ping, tools, logging, resources, prompts; version negotiation.
+
+The transport hands each JSON-RPC request here with a ``Call`` (the session,
+the service, and ``emit`` for messages that belong on the request's own SSE
+stream).  Handlers return a result dict or raise ``ProtocolError``.  This layer
+knows no HTTP.
+
+Two error channels (see errors.py): a bad method or params is a JSON-RPC error;
+anything that goes wrong inside a tool is a tool result with ``isError: true``.
+"""
+from __future__ import annotations
+
+import base64
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from . import encoding
+from .access import Access
+from .database import CallScope, Database
+from .errors import (INTERNAL_ERROR, INVALID_PARAMS, METHOD_NOT_FOUND, InvalidArguments,
+                     ProtocolError, ToolError)
+from .sessions import Session
+from .tools.registry import TOOLS, ToolContext, ToolSpec, normalize_arguments
+
+log = logging.getLogger("mcp_flask.protocol")
+
+SERVER_NAME = "mcp-flask"
+SERVER_VERSION = "0.1.0"
+#: Session-based protocol versions we speak, newest first.
+SESSION_VERSIONS = ("2025-11-25", "2025-06-18", "2025-03-26")
+LATEST_SESSION_VERSION = SESSION_VERSIONS[0]
+#: Versions that carry structuredContent / outputSchema / title.
+STRUCTURED_VERSIONS = frozenset({"2025-06-18", "2025-11-25", "2026-07-28"})
+LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
+LOG_RANK = {name: i for i, name in enumerate(LOG_LEVELS)}
+PAGE_SIZE = 100
+
+
+@dataclass
+class ServiceRuntime:
+    """A configured service as the protocol layer sees it."""
+
+    config: object            # config.ServiceConfig
+    database: Database
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def access(self, role_name: str) -> Access:
+        role = self.config.roles.get(role_name) if role_name else None
+        return Access(self.config, role_name, role)
+
+
+@dataclass
+class Call:
+    """One JSON-RPC request being served."""
+
+    service: ServiceRuntime
+    session: Session | None
+    protocol_version: str
+    request_id: object = None
+    #: Sends a message on this request's SSE stream; None when answering with plain JSON.
+    emit: Callable | None = None
+    #: Sends a message on the session's GET stream (notifications unrelated to a request).
+    publish: Callable | None = None
+    #: Asks the client a question (elicitation) and waits for the answer; None if unavailable.
+    ask: Callable | None = None
+    scope: CallScope = field(default_factory=CallScope)
+    audit: dict = field(default_factory=dict)
+
+    @property
+    def structured(self) -> bool:
+        return self.protocol_version in STRUCTURED_VERSIONS
+
+
+def negotiate(requested: str) -> str:
+    """Echo a supported version; otherwise answer with the newest we support (lifecycle spec)."""
+    return requested if requested in SESSION_VERSIONS else LATEST_SESSION_VERSION
+
+
+def encode_cursor(offset: int) -> str:
+    return base64.urlsafe_b64encode(f"o:{offset}".encode()).decode()
+
+
+def decode_cursor(cursor: str | None) -> int:
+    """The offset an opaque cursor stands for; -32602 for one we did not issue."""
+    if cursor is None:
+        return 0
+    try:
+        text = base64.urlsafe_b64decode(cursor.encode()).decode()
+        if text.startswith("o:") and text[2:].isdigit():
+            return int(text[2:])
+    except (ValueError, UnicodeError):
+        pass
+    raise ProtocolError(INVALID_PARAMS, "Invalid params: unknown cursor")
+
+
+def page(items: list, cursor: str | None, size: int = PAGE_SIZE) -> tuple[list, str | None]:
+    start = decode_cursor(cursor)
+    chunk = items[start:start + size]
+    nxt = encode_cursor(start + size) if start + size < len(items) else None
+    return chunk, nxt
+
+
+class Protocol:
+    """Dispatches MCP methods for every service."""
+
+    def __init__(self, settings, schemas, store):
+        self.settings = settings
+        self.schemas = schemas
+        self.store = store
+        self.handlers: dict[str, Callable] = {
+            "ping": self.ping,
+            "tools/list": self.tools_list,
+            "tools/call": self.tools_call,
+            "logging/setLevel": self.set_level,
+            "resources/list": self.resources_list,
+            "resources/templates/list": self.resource_templates_list,
+            "prompts/list": self.prompts_list,
+        }
+        self.notification_handlers: dict[str, Callable] = {
+            "notifications/initialized": self.on_initialized,
+            "notifications/cancelled": self.on_cancelled,
+        }
+
+    # ------------------------------------------------------------------ capabilities
+    def capabilities(self, service: ServiceRuntime) -> dict:
+        return {"tools": {"listChanged": False}, "resources": {}, "prompts": {},
+                "logging": {}}
+
+    def instructions(self, service: ServiceRuntime, access: Access) -> str:
+        cfg = service.config
+        db = service.database
+        lines = [f'You are connected to the "{cfg.name}" database service '
+                 f"({db.dialect.name}){': ' + cfg.description if cfg.description else ''}."]
+        if access.read_only:
+            lines.append("THIS SERVICE IS READ-ONLY: you can look at data but not change it.")
+        lines += [
+            "Start with get_tables, then get_table_schema for the tables you need; "
+            "query with get_table_data.",
+            "Filter syntax: field = value, field > 10, field like 'J%', field in (1, 2, 3), "
+            "field between 1 and 10, field starts with 'Ab', field contains 'x', field is null; "
+            "combine with and / or / not and parentheses. Quote text values with single quotes.",
+            "Order: 'field asc, other desc'. Paging: limit and offset; meta.next gives the next offset. "
+            "Related records: related='orders_by_customer_id' (names from get_table_relationships).",
+        ]
+        if self.settings.server.instructions:
+            lines.append(self.settings.server.instructions)
+        return "\n".join(lines)
+
+    # ------------------------------------------------------------------ initialize
+    def initialize(self, params: dict, service: ServiceRuntime, session: Session, access: Access) -> dict:
+        """The InitializeResult for a new ``session`` (whose version the transport negotiated)."""
+        self.check_params("initialize", params)
+        return {
+            "protocolVersion": session.protocol_version,
+            "capabilities": self.capabilities(service),
+            "serverInfo": {"name": SERVER_NAME, "title": f"mcp-flask: {service.name}",
+                           "version": SERVER_VERSION},
+            "instructions": self.instructions(service, access),
+        }
+
+    # ------------------------------------------------------------------ dispatch
+    def check_params(self, method: str, params) -> None:
+        validator = self.schemas.methods.get(method)
+        if validator is not None:
+            err = validator.error(params)
+            if err is not None:
+                raise ProtocolError(INVALID_PARAMS, f"Invalid params: {err}")
+
+    def handle(self, method: str, params: dict, call: Call) -> dict:
+        """Serve one request; its result dict (raises ProtocolError)."""
+        handler = self.handlers.get(method)
+        if handler is None:
+            raise ProtocolError(METHOD_NOT_FOUND, f"Method not found: {method}")
+        self.check_params(method, params)
+        return handler(params, call)
+
+    def notify(self, method: str, params: dict, call: Call) -> None:
+        """Take one notification from the client (unknown ones are ignored, as the spec allows)."""
+        handler = self.notification_handlers.get(method)
+        if handler is None:
+            return
+        validator = self.schemas.methods.get(method)
+        if validator is not None and not validator.is_valid(params):
+            return
+        handler(params, call)
+
+    # ------------------------------------------------------------------ notifications
+    def on_initialized(self, params, call: Call) -> None:
+        if call.session is not None and not call.session.initialized:
+            call.session.initialized = True
+            self.store.save(call.session)
+
+    def on_cancelled(self, params, call: Call) -> None:
+        if call.session is not None and "requestId" in params:
+            self.store.cancel_call(call.session.id, params["requestId"])
+
+    # ------------------------------------------------------------------ simple methods
+    def ping(self, params, call: Call) -> dict:
+        return {}
+
+    def set_level(self, params, call: Call) -> dict:
+        if call.session is not None:
+            call.session.log_level = params["level"]
+            self.store.save(call.session)
+        return {}
+
+    def resources_list(self, params, call: Call) -> dict:
+        return {"resources": []}
+
+    def resource_templates_list(self, params, call: Call) -> dict:
+        return {"resourceTemplates": []}
+
+    def prompts_list(self, params, call: Call) -> dict:
+        return {"prompts": []}
+
+    # ------------------------------------------------------------------ tools
+    def offered_tools(self, service: ServiceRuntime, access: Access) -> list[ToolSpec]:
+        """The tools this caller is offered, in registry order."""
+        routines = service.database.supports_routines
+        return [spec for spec in TOOLS.values()
+                if (routines or not spec.needs_routines) and access.tool_allowed(spec)]
+
+    def access_for(self, call: Call) -> Access:
+        return call.service.access(call.session.role if call.session else call.service.config.default_role)
+
+    def tools_list(self, params, call: Call) -> dict:
+        specs = self.offered_tools(call.service, self.access_for(call))
+        chunk, nxt = page(specs, params.get("cursor"))
+        out = {"tools": [s.describe(with_output=call.structured, with_title=call.structured) for s in chunk]}
+        if nxt:
+            out["nextCursor"] = nxt
+        return out
+
+    def tools_call(self, params, call: Call) -> dict:
+        name = params["name"]
+        access = self.access_for(call)
+        spec = TOOLS.get(name)
+        if spec is None or spec not in self.offered_tools(call.service, access):
+            raise ProtocolError(INVALID_PARAMS, f"Unknown tool: {name}")
+        call.audit["tool"] = name
+        started = time.perf_counter()
+        try:
+            args = normalize_arguments(spec, params.get("arguments"))
+            err = self.schemas.tools[name].error(args)
+            if err is not None:
+                raise InvalidArguments(err)
+            ctx = ToolContext(database=call.service.database, access=access, scope=call.scope,
+                              progress=self._progress_sender(params, call),
+                              log=self._logger(call), confirm=call.ask,
+                              tools=lambda: self.offered_tools(call.service, access),
+                              audit=call.audit)
+            payload = spec.handler(ctx, args)
+        except ToolError as exc:
+            call.audit["outcome"] = type(exc).__name__
+            return self.error_result(exc.text(), exc.details)
+        except Exception:  # noqa: BLE001 - logged here; the client gets no internals
+            log.exception("tool %s failed unexpectedly", name)
+            call.audit["outcome"] = "internal"
+            raise ProtocolError(INTERNAL_ERROR, "Internal error") from None
+        finally:
+            call.audit["duration_ms"] = round((time.perf_counter() - started) * 1000, 3)
+        call.audit.setdefault("outcome", "ok")
+        return self.tool_result(payload, call.structured)
+
+    @staticmethod
+    def tool_result(payload, structured: bool) -> dict:
+        """A CallToolResult: the JSON text block, plus structuredContent for 2025-06-18+."""
+        body = encoding.dumps(payload)
+        out = {"content": [{"type": "text", "text": body.decode()}], "isError": False}
+        if structured and isinstance(payload, dict):
+            out["structuredContent"] = encoding.Raw(body)
+        return out
+
+    @staticmethod
+    def error_result(text: str, details: dict | None = None) -> dict:
+        out = {"content": [{"type": "text", "text": text}], "isError": True}
+        if details:
+            out["content"].append({"type": "text", "text": encoding.dumps(details).decode()})
+        return out
+
+    def _progress_sender(self, params, call: Call):
+        token = (params.get("_meta") or {}).get("progressToken")
+        if token is None or call.emit is None:
+            return None
+        last = [None]
+
+        def progress(done, total=None, message=None):
+            # The spec requires strictly increasing progress values.
+            if last[0] is not None and done <= last[0]:
+                return
+            last[0] = done
+            p = {"progressToken": token, "progress": done}
+            if total is not None:
+                p["total"] = total
+            if message:
+                p["message"] = message
+            call.emit({"jsonrpc": "2.0", "method": "notifications/progress", "params": p})
+        return progress
+
+    def _logger(self, call: Call):
+        session = call.session
+        if session is None or session.log_level is None:
+            return None
+        threshold = LOG_RANK[session.log_level]
+        send = call.emit or call.publish
+        if send is None:
+            return None
+
+        def emit_log(level: str, data, logger: str = "mcp-flask"):
+            if LOG_RANK.get(level, 0) >= threshold:
+                send({"jsonrpc": "2.0", "method": "notifications/message",
+                      "params": {"level": level, "logger": logger, "data": data}})
+        return emit_log

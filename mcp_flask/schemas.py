@@ -1,0 +1,101 @@
+"""Loads the JSON Schema files under ``schemas/`` once, and compiles one validator each.
+
+Layout (one file per thing, named after it):
+
+* ``jsonrpc/{request,notification,response}.json``: the JSON-RPC envelope;
+* ``methods/<method>.json``: each MCP method's params (``methods/tools/call.json``);
+* ``tools/<tool>.json``: each tool's ``inputSchema``, published verbatim in tools/list;
+* ``outputs/<tool>.json``: each tool's ``outputSchema``.
+
+Every file is checked against its metaschema at start-up (a broken schema stops
+the server, it does not fail per request).  Validation errors are turned into
+one short sentence naming the argument path and the reason.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import best_match
+
+
+def schema_dir() -> str:
+    """The ``schemas/`` directory: beside the package in a checkout, inside it when installed."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    for candidate in (os.path.join(os.path.dirname(here), "schemas"), os.path.join(here, "_schemas")):
+        if os.path.isdir(os.path.join(candidate, "tools")):
+            return candidate
+    raise RuntimeError("cannot find the schemas/ directory next to the mcp_flask package")
+
+
+class Validator:
+    """One compiled schema.  ``errors(instance)`` -> None or a readable message."""
+
+    __slots__ = ("schema", "_v")
+
+    def __init__(self, schema: dict):
+        Draft202012Validator.check_schema(schema)
+        self.schema = schema
+        self._v = Draft202012Validator(schema)
+
+    def is_valid(self, instance) -> bool:
+        return self._v.is_valid(instance)
+
+    def error(self, instance) -> str | None:
+        """None when valid; otherwise the most relevant error as one sentence."""
+        if self._v.is_valid(instance):
+            return None
+        err = best_match(self._v.iter_errors(instance))
+        return describe_error(err)
+
+
+def describe_error(err) -> str:
+    """``argument 'limit': -1 is less than the minimum of 1`` style text (values truncated)."""
+    path = ".".join(str(p) for p in err.absolute_path)
+    msg = err.message
+    if len(msg) > 300:
+        msg = msg[:300] + "..."
+    if err.validator == "additionalProperties" and not path:
+        return msg
+    if err.validator == "oneOf":
+        # best_match picks the oneOf itself when no branch is closer: name the accepted shapes.
+        shapes = [s.get("type", "object") for s in err.schema.get("oneOf", [])]
+        msg = "expected " + " or ".join(
+            ("/".join(t) if isinstance(t, list) else str(t)) for t in shapes)
+    return f"argument '{path}': {msg}" if path else msg
+
+
+class SchemaSet:
+    """All schemas of the server, compiled once."""
+
+    def __init__(self, root: str | None = None):
+        self.root = root or schema_dir()
+        self.envelope = {n: Validator(self._load("jsonrpc", n)) for n in ("request", "notification", "response")}
+        self.methods: dict[str, Validator] = {}
+        base = os.path.join(self.root, "methods")
+        for dirpath, _, files in os.walk(base):
+            for f in files:
+                if f.endswith(".json"):
+                    rel = os.path.relpath(os.path.join(dirpath, f), base)[:-5]
+                    self.methods[rel.replace(os.sep, "/")] = Validator(self._read(os.path.join(dirpath, f)))
+        self.tool_inputs = self._folder("tools")
+        self.tool_outputs = self._folder("outputs")
+        self.tools = {n: Validator(s) for n, s in self.tool_inputs.items()}
+
+    def _read(self, path: str) -> dict:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+
+    def _load(self, folder: str, name: str) -> dict:
+        return self._read(os.path.join(self.root, folder, name + ".json"))
+
+    def _folder(self, folder: str) -> dict:
+        out = {}
+        base = os.path.join(self.root, folder)
+        for f in sorted(os.listdir(base)):
+            if f.endswith(".json"):
+                schema = self._read(os.path.join(base, f))
+                Draft202012Validator.check_schema(schema)
+                out[f[:-5]] = schema
+        return out

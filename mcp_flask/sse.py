@@ -1,0 +1,34 @@
+"""Server-Sent Events framing: one JSON-RPC message per ``message`` event.
+
+Kept tiny and allocation-light because every streamed response goes through it.
+orjson never emits raw newlines, so one ``data:`` line carries a whole message.
+"""
+from __future__ import annotations
+
+from . import encoding
+
+CONTENT_TYPE = "text/event-stream"
+#: Headers every SSE response carries: no caching, no proxy buffering (nginx honours
+#: X-Accel-Buffering), so events reach the client as they are produced.
+HEADERS = [("Content-Type", "text/event-stream"), ("Cache-Control", "no-cache, no-transform"),
+           ("X-Accel-Buffering", "no")]
+
+
+def event(message, event_id: str | None = None) -> bytes:
+    """One ``message`` event carrying ``message`` (a dict, or JSON bytes already encoded)."""
+    data = message if isinstance(message, (bytes, bytearray)) else encoding.dumps(message)
+    head = b"id: " + event_id.encode() + b"\nevent: message\ndata: " if event_id else b"event: message\ndata: "
+    return head + data + b"\n\n"
+
+
+def priming(event_id: str, retry_ms: int | None = None) -> bytes:
+    """The 2025-11-25 priming event: an id with empty data (and a reconnection hint)."""
+    out = b""
+    if retry_ms is not None:
+        out += b"retry: " + str(int(retry_ms)).encode() + b"\n"
+    return out + b"id: " + event_id.encode() + b"\ndata: \n\n"
+
+
+def comment(text: str = "keep-alive") -> bytes:
+    """A comment line: ignored by clients, keeps proxies from closing an idle stream."""
+    return b": " + text.encode() + b"\n\n"
