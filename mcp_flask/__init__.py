@@ -38,6 +38,7 @@ def create_app(settings=None, config_path: str | None = None, check_databases: b
     from flask import Flask
 
     from . import ops
+    from .access import authenticate
     from .config import load_settings
     from .database import Database
     from .protocol import Protocol, ServiceRuntime
@@ -59,6 +60,7 @@ def create_app(settings=None, config_path: str | None = None, check_databases: b
     store = MemorySessionStore(ttl=settings.server.session_ttl)
     protocol = Protocol(settings, schemas, store)
     transport = Transport(settings, protocol, services, store)
+    transport.authenticate = authenticate
 
     app = Flask("mcp_flask")
     app.config["MCP_SETTINGS"] = settings

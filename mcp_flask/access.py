@@ -95,3 +95,12 @@ class Access:
             if fnmatch.fnmatchcase(name, pattern):
                 allowed = bool(ok)
         return allowed
+
+
+def authenticate(service, environ) -> tuple[str, str]:
+    """The caller's ``(role_name, credential_id)`` for a request to ``service``.
+
+    With ``auth = "none"`` every caller gets the service's default role.  (API keys:
+    see the access-control notes; raises ``HttpError(401)`` when a key is required.)
+    """
+    return service.config.default_role, ""

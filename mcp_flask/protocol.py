@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import logging
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -121,6 +122,11 @@ class Protocol:
             "resources/templates/list": self.resource_templates_list,
             "prompts/list": self.prompts_list,
         }
+        #: Admission control (per-session concurrency, rate limits): ``admit(call, access)``
+        #: returns a context manager, raising ``ToolError`` to refuse.  Set by create_app.
+        self.limiter = None
+        #: Audit log: ``record(call, access)`` once per tool call.  Set by create_app.
+        self.auditor = None
         self.notification_handlers: dict[str, Callable] = {
             "notifications/initialized": self.on_initialized,
             "notifications/cancelled": self.on_cancelled,
@@ -254,7 +260,8 @@ class Protocol:
                               log=self._logger(call), confirm=call.ask,
                               tools=lambda: self.offered_tools(call.service, access),
                               audit=call.audit)
-            payload = spec.handler(ctx, args)
+            with (self.limiter.admit(call, access) if self.limiter else nullcontext()):
+                payload = spec.handler(ctx, args)
         except ToolError as exc:
             call.audit["outcome"] = type(exc).__name__
             return self.error_result(exc.text(), exc.details)
@@ -264,7 +271,9 @@ class Protocol:
             raise ProtocolError(INTERNAL_ERROR, "Internal error") from None
         finally:
             call.audit["duration_ms"] = round((time.perf_counter() - started) * 1000, 3)
-        call.audit.setdefault("outcome", "ok")
+            call.audit.setdefault("outcome", "ok")
+            if self.auditor is not None:
+                self.auditor.record(call, access)
         return self.tool_result(payload, call.structured)
 
     @staticmethod

@@ -61,6 +61,39 @@ class Session:
         return cls(**d)
 
 
+class SessionStore:
+    """The interface every session store implements (memory: one process; Redis: many).
+
+    Records
+      ``create(session)``, ``get(id) -> Session | None`` (restarts the idle clock;
+      None when unknown or expired), ``save(session)``, ``delete(id) -> bool``,
+      ``count()``, ``sessions_of(service) -> list[Session]``.
+
+    Streams and resumability (SSE event ids, ``Last-Event-ID`` replay)
+      ``append_event(session_id, stream_id, message) -> event_id``: record a message
+      sent on a stream (a POST's SSE stream, or ``"get"`` for the GET stream) so it can
+      be replayed; ids are unique within the session and encode the stream.
+      ``events_after(session_id, last_event_id) -> (stream_id, [(event_id, message)])``:
+      what that stream sent after ``last_event_id`` (within the replay window).
+      ``publish(session_id, message)``: queue a message for the GET stream.
+      ``listen(session_id, timeout) -> list[(event_id, message)] | None``: wait for
+      GET-stream messages ([] on timeout, None once the session is gone).
+
+    Calls in flight (cancellation from any worker)
+      ``track_call(session_id, request_id, scope)``, ``untrack_call(...)``,
+      ``cancel_call(session_id, request_id) -> bool``, ``calls_in_flight(session_id)``.
+
+    Server-to-client requests (elicitation, sampling)
+      ``expect_response(session_id, request_id)``: register interest before sending;
+      ``deliver_response(session_id, request_id, message) -> bool``: a client's
+      response arrived (on any worker); ``wait_response(session_id, request_id,
+      timeout) -> dict | None``.
+
+    Rate limits
+      ``take_token(key, per_minute) -> bool``: a token bucket shared by all workers.
+    """
+
+
 class MemorySessionStore:
     """Sessions of one process, expiring after ``ttl`` idle seconds."""
 
