@@ -9,7 +9,8 @@ key, a wrong type or a bad value raises ``ConfigError`` naming the key
 With no file at all the server runs one service, ``demo``: the embedded SQLite
 sample database, created on first run in the data directory.
 
-Imports only ``errors`` from the project.
+Imports only ``errors`` from the project (and the pure ``filters`` parser, lazily, to
+check roles' row filters at load time).
 """
 from __future__ import annotations
 
@@ -21,11 +22,12 @@ import tomllib
 from dataclasses import dataclass, field
 from typing import Any, get_args, get_origin, get_type_hints
 
-from .errors import ConfigError
+from .errors import ConfigError, McpFlaskError
 
 SERVICE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]", "::1")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+API_KEY_HASH_RE = re.compile(r"^sha256:[0-9a-fA-F]{64}$")
 
 
 @dataclass(frozen=True)
@@ -33,17 +35,23 @@ class RoleConfig:
     """One role: what a caller holding it may do on a service (see ``access``)."""
 
     read_only: bool = False
-    #: Table grants: glob pattern -> list of verbs (read, create, update, delete) or "*".
+    #: Table grants: glob pattern -> list of verbs (read, create, update, delete; DreamFactory's
+    #: GET/POST/PUT/PATCH/DELETE or a verb mask also work) or "*".  An exact name beats globs;
+    #: among globs the most specific wins.
     tables: dict = field(default_factory=lambda: {"*": ["*"]})
     #: Table denials: glob pattern -> verbs denied (deny wins over allow).
     deny_tables: dict = field(default_factory=dict)
-    #: Column lists per table: {"employees": {"deny": ["ssn"]}} or {"allow": [...]}.
+    #: Column rules per table glob: {"employees": {"deny": ["salary"]}}.  ``allow`` / ``deny``
+    #: hide columns from reads and writes alike (globs, case-insensitive); ``write_allow`` /
+    #: ``write_deny`` keep visible columns read-only.  Several matching entries combine
+    #: (deny lists add up, allow lists intersect).
     columns: dict = field(default_factory=dict)
     #: Row filters per table, in the filter grammar: {"orders": "region = {role.region}"}.
     row_filters: dict = field(default_factory=dict)
     #: Values for ``{role.<name>}`` placeholders in row filters.
     values: dict = field(default_factory=dict)
-    #: Routine grants: glob -> True/False; default allows all routines on writable roles.
+    #: Routine grants: name or glob -> true/false (an exact name wins; among globs a false wins);
+    #: default allows all routines on writable roles.  Read-only roles call none.
     routines: dict = field(default_factory=lambda: {"*": True})
     disabled_tools: tuple = ()
 
@@ -243,6 +251,92 @@ def _check_service(svc: ServiceConfig) -> None:
             raise ConfigError(f"{p}.api_keys[{i}].role", f"no role named '{key.role}'")
     if svc.auth == "api_key" and not svc.api_keys and not svc.default_role:
         raise ConfigError(f"{p}.api_keys", "auth = 'api_key' needs at least one key or a default_role")
+    if svc.auth == "none" and svc.api_keys:
+        raise ConfigError(f"{p}.auth", "api_keys are configured but auth = 'none' would ignore them; "
+                                       "set auth = 'api_key'")
+    seen_hashes: dict = {}
+    for i, key in enumerate(svc.api_keys):
+        if not API_KEY_HASH_RE.match(key.hash):
+            raise ConfigError(f"{p}.api_keys[{i}].hash", "expected 'sha256:<64 hex digits>' "
+                                                         "(print one with: mcp-flask hash-key)")
+        if key.hash.lower() in seen_hashes:
+            raise ConfigError(f"{p}.api_keys[{i}].hash", f"the same key as api_keys[{seen_hashes[key.hash.lower()]}]")
+        seen_hashes[key.hash.lower()] = i
+    for rname, role in svc.roles.items():
+        _check_role(f"{p}.roles.{rname}", role)
+
+
+VERB_WORDS = frozenset({"read", "create", "update", "delete", "get", "post", "put", "patch", "*"})
+COLUMN_RULE_KEYS = ("allow", "deny", "write_allow", "write_deny")
+
+
+def _check_verbs(path: str, verbs) -> None:
+    if isinstance(verbs, bool) or verbs == "*":
+        return
+    if isinstance(verbs, int):
+        if not 0 <= verbs <= 127:
+            raise ConfigError(path, f"a DreamFactory verb mask is 0-127, got {verbs}")
+        return
+    items = [verbs] if isinstance(verbs, str) else verbs
+    if not isinstance(items, (list, tuple)):
+        raise ConfigError(path, "expected a list of verbs (read, create, update, delete), \"*\" or a verb mask")
+    for v in items:
+        if isinstance(v, int) and not isinstance(v, bool):
+            continue
+        if not isinstance(v, str) or v.lower() not in VERB_WORDS:
+            raise ConfigError(path, f"unknown verb {v!r}; expected read, create, update, delete or \"*\"")
+
+
+def _check_role(path: str, role: RoleConfig) -> None:
+    """Every grant, column rule and row filter of a role, checked at start-up (not at the first call)."""
+    for key in ("tables", "deny_tables"):
+        for pattern, verbs in getattr(role, key).items():
+            _check_verbs(f"{path}.{key}.{pattern}", verbs)
+    for pattern, rules in role.columns.items():
+        if not isinstance(rules, dict):
+            raise ConfigError(f"{path}.columns.{pattern}", "expected a table like {deny = [\"ssn\"]}")
+        for k, names in rules.items():
+            if k not in COLUMN_RULE_KEYS:
+                raise ConfigError(f"{path}.columns.{pattern}.{k}", "unknown key" + _suggest(k, COLUMN_RULE_KEYS))
+            if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) and n for n in names):
+                raise ConfigError(f"{path}.columns.{pattern}.{k}", "expected a list of column names")
+    for name, value in role.values.items():
+        if value is not None and not isinstance(value, (str, int, float)):
+            raise ConfigError(f"{path}.values.{name}", "expected a string, number or boolean")
+    if role.row_filters:
+        # The filter grammar is pure (no SQL, no database): parse every filter now.
+        from .filters import Lookup, Param, parse_filter
+        for pattern, text in role.row_filters.items():
+            fpath = f"{path}.row_filters.{pattern}"
+            if not isinstance(text, str):
+                raise ConfigError(fpath, "expected a filter string")
+            try:
+                node = parse_filter(text)
+            except McpFlaskError as exc:
+                raise ConfigError(fpath, f"not a valid filter: {exc}") from None
+            for value in _filter_values(node):
+                if isinstance(value, Param):
+                    raise ConfigError(fpath, f"row filters take {{role.<name>}} lookups, not :{value.name}")
+                if isinstance(value, Lookup):
+                    scope, _, key = value.name.partition(".")
+                    if scope != "role" or key not in role.values:
+                        raise ConfigError(fpath, f"{{{value.name}}} has no value in {path}.values")
+    for pattern, ok in role.routines.items():
+        if not isinstance(ok, bool):
+            raise ConfigError(f"{path}.routines.{pattern}", "expected true or false")
+
+
+def _filter_values(node):
+    """Every value node (literal, :param, {lookup}) of a parsed filter."""
+    from .filters import Between, Compare, InList, Like, iter_predicates
+    for p in iter_predicates(node):
+        if isinstance(p, (Compare, Like)):
+            yield p.value
+        elif isinstance(p, InList):
+            yield from p.values
+        elif isinstance(p, Between):
+            yield p.lo
+            yield p.hi
 
 
 def _service(name: str, raw: dict) -> ServiceConfig:
@@ -344,4 +438,6 @@ def resolve_sqlite_url(url: str, base_dir: str) -> str:
 
 def mask_url(url: str) -> str:
     """The URL with any password replaced by ``***``, for logs and messages."""
-    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
+    url = re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
+    # libpq and pymysql also take the password as a query parameter.
+    return re.sub(r"([?&](?:password|passwd)=)[^&]*", r"\1***", url, flags=re.IGNORECASE)

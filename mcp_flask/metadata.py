@@ -192,6 +192,8 @@ class RoutineParam:
     scale: int | None = None
     default: Any = None
     has_default: bool = False
+    #: Per-dialect facts (PostgreSQL: variadic, array element type ...).
+    extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {"name": self.name, "position": self.position, "param_type": self.param_type,

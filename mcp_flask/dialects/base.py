@@ -111,26 +111,31 @@ class Dialect:
     # ---------------------------------------------------------------- execution
     def execute(self, conn, sql: str, params: Sequence = ()) -> int:
         """Run one statement that returns no rows; the affected row count."""
-        cur = conn.cursor()
+        cur = None
         try:
+            # cursor() itself raises on a closed connection: keep it inside the mapping.
+            cur = conn.cursor()
             cur.execute(sql, tuple(params))
             return cur.rowcount
         except Exception as exc:  # noqa: BLE001 - every driver error is mapped
             raise self.map_error(exc) from None
         finally:
-            cur.close()
+            if cur is not None:
+                cur.close()
 
     def query(self, conn, sql: str, params: Sequence = ()) -> tuple[list[str], list[tuple]]:
         """Run a query; its column names and all rows (use ``stream`` for large results)."""
-        cur = conn.cursor()
+        cur = None
         try:
+            cur = conn.cursor()
             cur.execute(sql, tuple(params))
             names = [d[0] for d in cur.description] if cur.description else []
             return names, cur.fetchall()
         except Exception as exc:  # noqa: BLE001
             raise self.map_error(exc) from None
         finally:
-            cur.close()
+            if cur is not None:
+                cur.close()
 
     def stream(self, conn, sql: str, params: Sequence = (), batch: int = 500):
         """Yield ``(names, rows_batch)`` pairs without holding the whole result in memory.
@@ -138,8 +143,9 @@ class Dialect:
         The base version iterates an ordinary cursor; server databases override it
         with a server-side cursor.  The generator closes its cursor when closed early.
         """
-        cur = conn.cursor()
+        cur = None
         try:
+            cur = conn.cursor()
             cur.execute(sql, tuple(params))
             names = [d[0] for d in cur.description]
             while True:
@@ -150,7 +156,8 @@ class Dialect:
         except Exception as exc:  # noqa: BLE001
             raise self.map_error(exc) from None
         finally:
-            cur.close()
+            if cur is not None:
+                cur.close()
 
     # ---------------------------------------------------------------- values
     def bind_value(self, column: Column | None, value: Any) -> Any:
@@ -160,6 +167,20 @@ class Dialect:
     def decode_value(self, column: Column | None, value: Any) -> Any:
         """Convert a driver value read from ``column`` before JSON encoding."""
         return value
+
+    def decoder(self, column: Column | None):
+        """A one-argument function decoding non-null values read from ``column``, or None.
+
+        Tools call this once per column per query (never per cell) and skip the
+        call entirely when it returns None.  The default wraps ``decode_value``;
+        it returns None when the dialect does not override ``decode_value``.
+        Dialects may override this to return None for columns whose driver
+        values need no conversion (the hot read path then does no per-cell work).
+        """
+        if type(self).decode_value is Dialect.decode_value:
+            return None
+        decode = self.decode_value
+        return lambda value: decode(column, value)
 
     def like_pattern(self, text: str, prefix: bool, suffix: bool) -> str:
         """``text`` with LIKE wildcards escaped, wrapped in % as asked (contains/starts/ends)."""
@@ -222,6 +243,61 @@ class Dialect:
         if where:
             sql += f" WHERE {where}"
         return sql, list(where_params)
+
+    def count_groups_sql(self, table: Table, group: Sequence[str], where: str = "",
+                         where_params=()) -> tuple[str, list]:
+        """The number of groups a ``GROUP BY`` of validated ``group`` columns yields."""
+        inner = f"SELECT 1 AS one FROM {self.table_sql(table)}"
+        if where:
+            inner += f" WHERE {where}"
+        inner += " GROUP BY " + ", ".join(self.quote(g) for g in group)
+        return f"SELECT COUNT(*) FROM ({inner}) grouped", list(where_params)
+
+    def keys_match_sql(self, column_sqls: Sequence[str], count: int) -> str:
+        """``count`` key tuples over already-quoted ``column_sqls`` (IN for one column, OR of ANDs else)."""
+        if len(column_sqls) == 1:
+            return self.in_sql(column_sqls[0], count)
+        one = "(" + " AND ".join(f"{c} = {self.placeholder}" for c in column_sqls) + ")"
+        return "(" + " OR ".join([one] * count) + ")"
+
+    def related_sql(self, ref: Table, columns: Sequence[str], match: Sequence[str], key_count: int,
+                    where: str = "", order=(), limit: int | None = None) -> tuple[str, list]:
+        """Rows of ``ref`` whose validated ``match`` columns equal one of ``key_count`` key tuples.
+
+        Fetches belongs_to / has_many related records for a whole page in one query.
+        ``where`` is an extra fragment over ``ref``'s columns (a row filter).
+        Bind ``where``'s params, then the key values row by row, then the returned params.
+        """
+        sql = f"SELECT {self.column_list(columns)} FROM {self.table_sql(ref)} WHERE "
+        if where:
+            sql += f"{where} AND "
+        sql += self.keys_match_sql([self.quote(m) for m in match], key_count)
+        sql += self.order_sql(order)
+        page, page_params = self.paginate(limit, None)
+        return sql + page, page_params
+
+    def junction_sql(self, ref: Table, columns: Sequence[str], ref_field: Sequence[str], junction: Table,
+                     junction_field: Sequence[str], junction_ref_field: Sequence[str], key_count: int,
+                     where: str = "", order=(), limit: int | None = None) -> tuple[str, list]:
+        """Many-to-many rows: the junction's key columns, then ``columns`` of ``ref``.
+
+        ``SELECT j.<junction_field...>, r.<columns...> FROM (SELECT ... FROM ref
+        [WHERE where]) r JOIN junction j ON r.<ref_field> = j.<junction_ref_field>
+        WHERE j.<junction_field> matches one of ``key_count`` key tuples``.  The
+        sub-select lets a row filter over ``ref`` use unqualified column names.
+        Bind ``where``'s params, then the key values row by row, then the returned params.
+        """
+        inner_cols = list(dict.fromkeys(list(columns) + list(ref_field)))
+        inner = f"SELECT {self.column_list(inner_cols)} FROM {self.table_sql(ref)}"
+        if where:
+            inner += f" WHERE {where}"
+        on = " AND ".join(f"r.{self.quote(a)} = j.{self.quote(b)}" for a, b in zip(ref_field, junction_ref_field))
+        sql = (f"SELECT {self.column_list(junction_field, 'j')}, {self.column_list(columns, 'r')} "
+               f"FROM ({inner}) r JOIN {self.table_sql(junction)} j ON {on} WHERE "
+               + self.keys_match_sql([f"j.{self.quote(c)}" for c in junction_field], key_count))
+        sql += self.order_sql(order, alias="r")
+        page, page_params = self.paginate(limit, None)
+        return sql + page, page_params
 
     def in_sql(self, column_sql: str, count: int, negate: bool = False) -> str:
         """``col IN (?, ?, ...)`` for ``count`` bound values."""
