@@ -104,7 +104,9 @@ class DatabaseError(ToolError):
     def __init__(self, message: str, *, kind: str = "error", constraint: str | None = None,
                  column: str | None = None, details: dict | None = None):
         super().__init__(message, details=details)
-        self.kind = kind              # unique | foreign_key | not_null | check | type | lock | error
+        # unique | foreign_key | not_null | check | type | lock | read_only | permission | timeout |
+        # cancelled | schema (object missing: refresh) | raise / signal (routine's own message) | error
+        self.kind = kind
         self.constraint = constraint
         self.column = column
 
@@ -143,3 +145,17 @@ class LimitExceeded(ToolError):
     """A configured limit (rows, batch size, concurrency, rate) was exceeded."""
 
     category = "Limit Error"
+
+
+class InputRequired(McpFlaskError):
+    """A stateless (2026-07-28) call needs the user's input before it can finish.
+
+    Raised by ``Call.ask`` in the stateless era; the modern transport answers the
+    request with an ``InputRequiredResult`` carrying ``input_requests`` (keyed
+    server-to-client requests) and the opaque ``request_state`` to echo back.
+    """
+
+    def __init__(self, input_requests: dict, request_state: str | None = None):
+        super().__init__("input required")
+        self.input_requests = input_requests
+        self.request_state = request_state

@@ -51,7 +51,8 @@ class Column:
     @property
     def required(self) -> bool:
         """DreamFactory's rule: not nullable, no default, not generated."""
-        return not self.allow_null and self.default is None and not self.auto_increment
+        return (not self.allow_null and self.default is None and not self.auto_increment
+                and not self.extra.get("generated"))
 
     def to_field(self) -> dict:
         """The DreamFactory field object for get_table_fields / get_table_schema."""
