@@ -129,6 +129,12 @@ class QueryCancelled(DatabaseError):
         super().__init__(message, kind="cancelled")
 
 
+class Declined(ToolError):
+    """The user was asked to confirm a destructive call and did not: nothing changed."""
+
+    category = "Declined"
+
+
 class DatabaseUnavailable(ToolError):
     """The database cannot be reached right now (down, restarting, refusing connections)."""
 

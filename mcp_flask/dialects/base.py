@@ -36,6 +36,9 @@ class Dialect:
     placeholder = "?"
     #: Whether this database has stored procedures and functions.
     supports_routines = False
+    #: Column types (DreamFactory simple types) whose driver values ``decode_value`` leaves
+    #: unchanged: ``decoder`` returns None for them, so reads skip them cell by cell.
+    plain_types: frozenset = frozenset()
     #: Character used to escape % and _ in LIKE patterns (``ESCAPE`` clause).
     like_escape = "\\"
 
@@ -174,10 +177,12 @@ class Dialect:
         Tools call this once per column per query (never per cell) and skip the
         call entirely when it returns None.  The default wraps ``decode_value``;
         it returns None when the dialect does not override ``decode_value``.
-        Dialects may override this to return None for columns whose driver
-        values need no conversion (the hot read path then does no per-cell work).
+        Dialects list in ``plain_types`` the column types their ``decode_value``
+        never changes (or override this), so the hot read path does no per-cell work.
         """
         if type(self).decode_value is Dialect.decode_value:
+            return None
+        if column is not None and column.type in self.plain_types:
             return None
         decode = self.decode_value
         return lambda value: decode(column, value)

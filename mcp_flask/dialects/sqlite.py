@@ -9,9 +9,14 @@ offered for SQLite services.
 """
 from __future__ import annotations
 
+import base64
+import binascii
+import datetime
+import json
 import re
 import sqlite3
 import time
+import urllib.parse
 from decimal import Decimal, InvalidOperation
 
 from ..errors import (DatabaseError, DatabaseUnavailable, InvalidArguments, QueryCancelled,
@@ -88,6 +93,10 @@ class SqliteDialect(Dialect):
     name = "sqlite"
     placeholder = "?"
     supports_routines = False
+    # decode_value only touches boolean, decimal, datetime/timestamp and json columns.
+    plain_types = frozenset({"id", "bigid", "smallid", "mediumid", "integer", "bigint", "smallint",
+                             "mediumint", "tinyint", "string", "text", "longtext", "mediumtext", "float",
+                             "double", "date", "time", "binary", "uuid"})
 
     def __init__(self, service):
         super().__init__(service)
@@ -95,12 +104,18 @@ class SqliteDialect(Dialect):
 
     # ---------------------------------------------------------------- connections
     def connect(self):
+        # mode=rw: a missing file is an error, never a new empty database (a typo in the
+        # path would otherwise serve an empty catalog forever).  ":memory:" stays as is.
+        target, uri = self.path, False
+        if self.path != ":memory:":
+            target, uri = "file:" + urllib.parse.quote(self.path) + "?mode=rw", True
         try:
-            conn = sqlite3.connect(self.path, timeout=self.service.connect_timeout,
+            conn = sqlite3.connect(target, timeout=self.service.connect_timeout, uri=uri,
                                    isolation_level=None, check_same_thread=False,
                                    factory=_Connection)
-        except sqlite3.Error as exc:
-            raise DatabaseUnavailable(f"cannot open the SQLite database: {exc}") from None
+        except sqlite3.Error:
+            raise DatabaseUnavailable(f"the SQLite database of service '{self.service.name}' "
+                                      f"cannot be opened (missing file or no permission)") from None
         conn.execute("PRAGMA foreign_keys = ON")
         conn.set_progress_handler(self._progress(conn), 5000)
         return conn
@@ -152,8 +167,14 @@ class SqliteDialect(Dialect):
         if isinstance(value, Decimal):
             return str(value)
         if isinstance(value, (dict, list)):
-            import json
             return json.dumps(value)
+        if isinstance(value, str) and column is not None and column.type == "binary":
+            # Binary values travel as base64 (the encoder writes them so), as on the server databases.
+            try:
+                return base64.b64decode(value, validate=True)
+            except (binascii.Error, ValueError):
+                raise InvalidArguments(f"column '{column.name}' holds binary data: send it as base64 text",
+                                       details={"column": column.name}) from None
         return value
 
     def decode_value(self, column, value):
@@ -162,6 +183,18 @@ class SqliteDialect(Dialect):
         t = column.type
         if t == "boolean" and isinstance(value, int):
             return bool(value)
+        if isinstance(value, str) and t in ("datetime", "timestamp"):
+            # Stored as text; return a datetime so every database prints the same ISO 8601 form.
+            try:
+                return datetime.datetime.fromisoformat(value)
+            except ValueError:
+                return value
+        if t == "json" and isinstance(value, str):
+            # JSON columns are text in SQLite; return the document, as PostgreSQL and MySQL do.
+            try:
+                return json.loads(value)
+            except ValueError:
+                return value
         if t == "decimal" and isinstance(value, (int, float, str)):
             try:
                 d = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
