@@ -8,6 +8,12 @@ Tools never touch connections directly; they ask a ``Database`` for
 * ``transaction(read_only=...)``: a pooled connection inside an explicit
   transaction that is committed on success and rolled back on any error,
   discarded if the connection broke, and returned to the pool in ``finally``.
+  A connection found dead (the server restarted, its session was killed) is
+  replaced transparently at ``BEGIN``, and its idle siblings are purged, so a
+  restarted database is served again on the next request;
+* connects are bounded: the dialect's ``connect_timeout``, plus (under gevent)
+  a backstop timer over the whole handshake, so a server that accepts TCP but
+  never answers costs a request seconds, not a hung worker.
 
 A ``CallScope`` ties one running tool call to the connection it uses, so a
 ``notifications/cancelled`` from the client can stop the statement inside the
@@ -19,6 +25,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -30,6 +37,26 @@ from .metadata import Catalog, Routine, Table
 from .pool import Pool
 
 log = logging.getLogger("mcp_flask.database")
+
+
+#: Seconds past ``connect_timeout`` after which a connect attempt is abandoned regardless
+#: of the driver (pymysql, for one, waits for the server greeting under its read timeout).
+CONNECT_GRACE_S = 1.0
+
+
+def _green_deadline(seconds: float):
+    """A started ``gevent.Timeout`` when running under gevent's monkey patching, else None.
+
+    A backstop for the whole connect (TCP, handshake, session set-up): a server that
+    accepts connections but never answers must not hold a request for longer.
+    """
+    monkey = sys.modules.get("gevent.monkey")
+    if monkey is None or not monkey.is_module_patched("socket"):
+        return None
+    import gevent
+    timer = gevent.Timeout(seconds)
+    timer.start()
+    return timer
 
 
 class CallScope:
@@ -82,9 +109,12 @@ class Database:
         self.config = service
         self.name = service.name
         self.dialect = dialect_for(service)
+        #: The dialect's no-round-trip "is this connection unusable?" (PostgreSQL ``is_broken``,
+        #: MySQL ``is_closed``), asked on checkout and before a connection goes back to the pool.
+        self._is_broken = getattr(self.dialect, "is_broken", None) or getattr(self.dialect, "is_closed", None)
         self.pool = Pool(self._connect, size=service.pool_size, timeout=service.pool_timeout,
                          idle_check=service.pool_idle_check, ping=self.dialect.ping,
-                         close=self.dialect.close, name=service.name)
+                         close=self.dialect.close, is_broken=self._is_broken, name=service.name)
         self._catalog: Catalog | None = None
         self._catalog_at = 0.0
         self._catalog_lock = threading.Lock()
@@ -97,6 +127,7 @@ class Database:
         return self.dialect.supports_routines
 
     def _connect(self):
+        deadline = _green_deadline(self.config.connect_timeout + CONNECT_GRACE_S)
         try:
             return self.dialect.connect()
         except ToolError:
@@ -104,39 +135,90 @@ class Database:
         except Exception:  # noqa: BLE001 - never let a driver error (with its DSN) escape
             log.warning("cannot connect to service %s at %s", self.name, mask_url(self.config.url))
             raise DatabaseUnavailable(f"the database of service '{self.name}' cannot be reached") from None
+        except BaseException as exc:
+            if deadline is None or exc is not deadline:
+                raise
+            log.warning("service %s at %s did not answer a connect within %g s", self.name,
+                        mask_url(self.config.url), self.config.connect_timeout)
+            raise DatabaseUnavailable(f"the database of service '{self.name}' did not answer within "
+                                      f"{self.config.connect_timeout:g} s") from None
+        finally:
+            if deadline is not None:
+                deadline.close()
 
     # ------------------------------------------------------------------ connections
     @contextmanager
     def transaction(self, read_only: bool = False, scope: CallScope | None = None):
-        """A connection inside one transaction: commit on success, rollback on error."""
+        """A connection inside one transaction: commit on success, rollback on error.
+
+        The connection always goes back to the pool in ``finally`` (also when the
+        caller is a generator closed early, or the greenlet is killed), and is
+        discarded instead when it broke: a lost connection, a failed rollback, or
+        a dialect saying it is closed.  A disconnect also empties the pool's idle
+        connections, which died with the same server (a restart): the next
+        request then opens fresh ones instead of finding the corpses one by one.
+        """
         dialect = self.dialect
-        conn = self.pool.acquire()
+        conn = self._begin(read_only, scope)
         broken = False
         try:
-            if scope is not None:
-                scope.attach(dialect, conn)
-            try:
-                dialect.begin(conn, read_only)
-            except ToolError as exc:
-                # A pooled connection that died while idle: replace it once, transparently.
-                if not isinstance(exc, DatabaseUnavailable) and not self._looks_broken(conn):
-                    raise
-                self.pool.release(conn, broken=True)
-                conn = self.pool.acquire()
-                if scope is not None:
-                    scope.attach(dialect, conn)
-                dialect.begin(conn, read_only)
             yield conn
             dialect.commit(conn)
         except BaseException as exc:
-            broken = not self._rollback(conn)
+            gone = self._is_disconnect(exc)
+            broken = gone or not self._rollback(conn)
+            if gone:
+                self.pool.purge_idle()
             if scope is not None and scope.cancelled and isinstance(exc, ToolError):
                 raise QueryCancelled() from None
             raise
         finally:
             if scope is not None:
                 scope.detach()
+            if not broken and self._is_broken is not None:
+                broken = self._safe_is_broken(conn)
             self.pool.release(conn, broken=broken)
+
+    def _begin(self, read_only: bool, scope: CallScope | None):
+        """A pooled connection with a transaction open on it.
+
+        A pooled connection that died while idle (the server restarted, an
+        operator killed it) is replaced transparently: the idle pool is purged
+        and one fresh connection is tried.  A fresh connection that cannot begin
+        is the caller's error.
+        """
+        dialect = self.dialect
+        for attempt in (1, 2):
+            conn = self.pool.acquire()
+            try:
+                if scope is not None:
+                    scope.attach(dialect, conn)
+                dialect.begin(conn, read_only)
+                return conn
+            except BaseException as exc:
+                dead = isinstance(exc, ToolError) and (self._is_disconnect(exc) or self._looks_broken(conn))
+                if scope is not None:
+                    scope.detach()
+                self.pool.release(conn, broken=dead or not isinstance(exc, ToolError))
+                if not dead or attempt == 2:
+                    raise
+            # The idle connections died with the same server: drop them all, try a fresh one.
+            self.pool.purge_idle()
+        raise AssertionError("unreachable")
+
+    def _is_disconnect(self, exc: BaseException) -> bool:
+        if isinstance(exc, DatabaseUnavailable):
+            return True
+        try:
+            return bool(self.dialect.is_disconnect(exc))
+        except Exception:  # noqa: BLE001 - classification must never mask the real error
+            return False
+
+    def _safe_is_broken(self, conn) -> bool:
+        try:
+            return bool(self._is_broken(conn))
+        except Exception:  # noqa: BLE001
+            return True
 
     def _rollback(self, conn) -> bool:
         """Roll back; False when the connection is unusable and must be discarded."""

@@ -7,10 +7,12 @@ patching turns cooperative inside gunicorn's gevent workers, so a waiting
 greenlet yields instead of blocking the worker.
 
 * ``acquire`` reuses the most recently returned connection (LIFO keeps few
-  connections warm), pings one that sat idle longer than ``idle_check``, and
-  opens a new one while fewer than ``size`` exist.
-* ``release(conn, broken=True)`` closes a connection that failed, so a
-  restarted database is recovered from on the next request.
+  connections warm), drops one the driver already knows is closed
+  (``is_broken``, no round trip), pings one that sat idle longer than
+  ``idle_check``, and opens a new one while fewer than ``size`` exist.
+* ``release(conn, broken=True)`` closes a connection that failed, and
+  ``purge_idle()`` drops the idle ones that died with it, so a restarted
+  database is recovered from on the next request.
 * ``connection()`` is the context manager every caller uses; it returns the
   connection in ``finally``, also when a streaming response is abandoned.
 
@@ -30,9 +32,11 @@ class Pool:
     """A pool of at most ``size`` connections made by ``create``."""
 
     def __init__(self, create, *, size: int, timeout: float, idle_check: float = 30.0,
-                 ping=None, close=None, name: str = ""):
+                 ping=None, close=None, is_broken=None, name: str = ""):
         self._create = create
         self._ping = ping
+        #: A no-round-trip check (socket closed?) run on every checkout of an idle connection.
+        self._is_broken = is_broken
         self._close = close or (lambda c: c.close())
         self.size = size
         self.timeout = timeout
@@ -51,7 +55,8 @@ class Pool:
         Raises ``DatabaseBusy`` when none frees up in time, and whatever ``create``
         raises (``DatabaseUnavailable``) when a new connection cannot be made.
         """
-        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        wait = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + wait
         while True:
             with self._cond:
                 while not self._idle and self._open >= self.size:
@@ -59,7 +64,7 @@ class Pool:
                     if remaining <= 0:
                         raise DatabaseBusy(
                             f"all {self.size} database connections stayed busy for "
-                            f"{self.timeout:g} s; try again shortly")
+                            f"{wait:g} s; try again shortly")
                     self._waiting += 1
                     try:
                         self._cond.wait(remaining)
@@ -77,6 +82,9 @@ class Pool:
                 except BaseException:
                     self._forget()
                     raise
+            if self._is_broken is not None and self._broken(conn):
+                self._discard(conn)
+                continue
             if self._ping is None or time.monotonic() - returned_at < self.idle_check:
                 return conn
             try:
@@ -106,6 +114,12 @@ class Pool:
             self.release(conn, broken=broken)
 
     # ------------------------------------------------------------------ bookkeeping
+    def _broken(self, conn) -> bool:
+        try:
+            return bool(self._is_broken(conn))
+        except Exception:  # noqa: BLE001 - a check that fails means an unusable connection
+            return True
+
     def _forget(self) -> None:
         with self._cond:
             self._open -= 1
@@ -117,6 +131,20 @@ class Pool:
         except Exception:  # noqa: BLE001 - closing a dead connection can fail; it is gone
             pass
         self._forget()
+
+    def purge_idle(self) -> int:
+        """Close every idle connection (the server they talk to went away); how many.
+
+        Called when a connection turned out dead: its idle siblings almost always
+        died with it (a database restart), and pinging them one by one on later
+        checkouts would cost each request a failed round trip.
+        """
+        with self._cond:
+            dead = [c for c, _ in self._idle]
+            self._idle.clear()
+        for conn in dead:
+            self._discard(conn)
+        return len(dead)
 
     def close_all(self) -> None:
         """Close idle connections and refuse to keep returned ones (shutdown)."""

@@ -407,6 +407,11 @@ class MysqlDialect(Dialect):
                 args[name] = value.lower() in _TRUE
             else:
                 args[name] = value
+        if host in ("127.0.0.1", "localhost", "::1") or "unix_socket" in args:
+            if not any(k.startswith("ssl_") for k in args):
+                # TLS on loopback protects nothing, and PyMySQL's default "preferred" mode
+                # loads the system CA bundle on every connect (~250 ms of blocked worker).
+                args["ssl_disabled"] = True
         netloc_host = f"[{host}]" if ":" in host else host
         who = f"{user or ''}{':***' if parts.password else ''}@" if (user or parts.password) else ""
         display = f"{scheme}://{who}{netloc_host}:{port}/{database}"
@@ -812,7 +817,8 @@ class MysqlDialect(Dialect):
         quoted_defaults = mariadb and getattr(conn, "server_version", ()) >= (10, 2, 7)
         db = (self.database,)
         _, table_rows = self.query(conn, "SELECT TABLE_NAME, TABLE_TYPE, TABLE_COMMENT FROM information_schema.TABLES "
-                                         "WHERE TABLE_SCHEMA = %s ORDER BY TABLE_NAME", db)
+                                         "WHERE TABLE_SCHEMA = %s ORDER BY BINARY TABLE_NAME", db)
+        # BINARY: the same byte order as PostgreSQL's "C" sort and SQLite, not the collation's.
         _, column_rows = self.query(
             conn, "SELECT TABLE_NAME, COLUMN_NAME, COLUMN_DEFAULT, IS_NULLABLE, DATA_TYPE, "
                   "CHARACTER_MAXIMUM_LENGTH, NUMERIC_PRECISION, NUMERIC_SCALE, COLUMN_TYPE, EXTRA, "
