@@ -20,8 +20,12 @@ from typing import Callable
 from . import encoding
 from .access import Access
 from .database import CallScope, Database
-from .errors import (INTERNAL_ERROR, INVALID_PARAMS, METHOD_NOT_FOUND, InvalidArguments,
-                     ProtocolError, ToolError)
+from .errors import (RESOURCE_NOT_FOUND, PermissionDenied, INTERNAL_ERROR, INVALID_PARAMS, METHOD_NOT_FOUND, InputRequired,
+                     InvalidArguments, ProtocolError, ToolError)
+from .prompts import DatabasePrompts
+from .providers import ProvidedTool, Provider
+from .resources import TableResources
+from .schemas import Validator
 from .sessions import Session
 from .tools.registry import TOOLS, ToolContext, ToolSpec, normalize_arguments
 
@@ -37,6 +41,8 @@ STRUCTURED_VERSIONS = frozenset({"2025-06-18", "2025-11-25", "2026-07-28"})
 LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
 LOG_RANK = {name: i for i, name in enumerate(LOG_LEVELS)}
 PAGE_SIZE = 100
+#: A tool call slower than this is reported to the client as a "warning" log message.
+SLOW_CALL_S = 2.0
 
 
 @dataclass
@@ -45,6 +51,20 @@ class ServiceRuntime:
 
     config: object            # config.ServiceConfig
     database: Database
+    #: Extra providers (create_app's ``providers``); the built-in ones are put first.
+    providers: list = field(default_factory=list)
+
+    def __post_init__(self):
+        # The database's own resources and prompts, then whatever was added.
+        self.providers = [TableResources(self.config.name), DatabasePrompts(self.config.name)] + \
+            [p for p in self.providers if isinstance(p, Provider)]
+        #: name -> ProvidedTool, from every provider (checked against the registry once).
+        self.extra_tools = {t.name: t for p in self.providers for t in p.tools()}
+        self.extra_validators = {n: Validator(t.input_schema) for n, t in self.extra_tools.items()}
+        clash = set(self.extra_tools) & set(TOOLS)
+        if clash:
+            raise RuntimeError(f"service {self.config.name}: provider tools shadow registry tools: "
+                               f"{', '.join(sorted(clash))}")
 
     @property
     def name(self) -> str:
@@ -67,10 +87,30 @@ class Call:
     emit: Callable | None = None
     #: Sends a message on the session's GET stream (notifications unrelated to a request).
     publish: Callable | None = None
-    #: Asks the client a question (elicitation) and waits for the answer; None if unavailable.
+    #: Asks the user to confirm (``ask(message) -> bool``; ToolContext.confirm); None if unavailable.
     ask: Callable | None = None
+    #: Sends the client a request and waits for its response message (session era, over
+    #: this request's SSE stream): ``request(method, params, timeout=None) -> dict | None``.
+    request: Callable | None = None
     scope: CallScope = field(default_factory=CallScope)
     audit: dict = field(default_factory=dict)
+    #: Stateless (2026-07-28) calls have no session: the caller's role and credential
+    #: (authenticated on this very request) and the per-request log level live here.
+    role: str | None = None
+    credential: str = ""
+    log_level: str | None = None
+    #: Stateless calls: the request's declared client capabilities, and what an
+    #: InputRequiredResult retry carries back (``inputResponses``, ``requestState``).
+    client_capabilities: dict | None = None
+    input_responses: dict | None = None
+    request_state: str | None = None
+
+    @property
+    def role_name(self) -> str:
+        """The caller's role: the session's, or (stateless) the one authenticated on this request."""
+        if self.session is not None:
+            return self.session.role
+        return self.role if self.role is not None else self.service.config.default_role
 
     @property
     def structured(self) -> bool:
@@ -113,6 +153,8 @@ class Protocol:
         self.settings = settings
         self.schemas = schemas
         self.store = store
+        #: Items per page of every list method (tests lower it to exercise cursors).
+        self.page_size = PAGE_SIZE
         self.handlers: dict[str, Callable] = {
             "ping": self.ping,
             "tools/list": self.tools_list,
@@ -121,7 +163,14 @@ class Protocol:
             "resources/list": self.resources_list,
             "resources/templates/list": self.resource_templates_list,
             "prompts/list": self.prompts_list,
+            "resources/read": self.resources_read,
+            "resources/subscribe": self.resources_subscribe,
+            "resources/unsubscribe": self.resources_unsubscribe,
+            "prompts/get": self.prompts_get,
+            "completion/complete": self.complete,
         }
+        #: (service, role) -> tools offered (the list and the names); tools never change at run time.
+        self._offered: dict[tuple, tuple] = {}
         #: Admission control (per-session concurrency, rate limits): ``admit(call, access)``
         #: returns a context manager, raising ``ToolError`` to refuse.  Set by create_app.
         self.limiter = None
@@ -134,8 +183,41 @@ class Protocol:
 
     # ------------------------------------------------------------------ capabilities
     def capabilities(self, service: ServiceRuntime) -> dict:
-        return {"tools": {"listChanged": False}, "resources": {}, "prompts": {},
-                "logging": {}}
+        return {"tools": {"listChanged": False}, "resources": {"subscribe": True, "listChanged": True},
+                "prompts": {"listChanged": False}, "logging": {}, "completions": {}}
+
+    # ------------------------------------------------------------------ services and clients
+    def attach(self, service: ServiceRuntime) -> None:
+        """Let every provider of ``service`` hook in (e.g. catalog-change listeners); once."""
+        def notify(method: str, params: dict, uri: str | None = None) -> None:
+            msg = {"jsonrpc": "2.0", "method": method, "params": params}
+            broadcast = getattr(self.store, "broadcast", None)
+            if broadcast is not None:
+                # Sessions (subscribed ones for resources/updated) and 2026-07-28 listen streams.
+                broadcast(service.name, msg)
+                return
+            for session in self.store.sessions_of(service.name):
+                if uri is None or uri in session.subscriptions:
+                    self.store.publish(session.id, msg)
+        for provider in service.providers:
+            provider.attach(service, notify)
+
+    def on_client_response(self, session: Session, msg) -> None:
+        """A response to one of our requests arrived (by POST, on any worker): hand it over."""
+        if session is not None and msg.id is not None:
+            self.store.deliver_response(session.id, msg.id, msg.raw)
+
+    def may_stream(self, service: ServiceRuntime, session: Session, params) -> bool:
+        """Whether a tools/call may send more than its result (so it is answered over SSE)."""
+        name = params.get("name") if isinstance(params, dict) else None
+        if not isinstance(name, str):
+            return False        # not validated yet: a dict here is unhashable (hostile suite)
+        extra = service.extra_tools.get(name)
+        if extra is not None:
+            return extra.streams
+        spec = TOOLS.get(name)
+        return bool(spec is not None and spec.destructive and service.config.confirm_destructive
+                    and "elicitation" in (session.client_capabilities or {}))
 
     def instructions(self, service: ServiceRuntime, access: Access) -> str:
         cfg = service.config
@@ -215,28 +297,90 @@ class Protocol:
             self.store.save(call.session)
         return {}
 
+    # ------------------------------------------------------------------ resources, prompts, completion
+    def _paged(self, key: str, items: list, params) -> dict:
+        chunk, nxt = page(items, params.get("cursor"), self.page_size)
+        out = {key: chunk}
+        if nxt:
+            out["nextCursor"] = nxt
+        return out
+
     def resources_list(self, params, call: Call) -> dict:
-        return {"resources": []}
+        items = [r for p in call.service.providers for r in p.resources(call)]
+        return self._paged("resources", items, params)
 
     def resource_templates_list(self, params, call: Call) -> dict:
-        return {"resourceTemplates": []}
+        items = [r for p in call.service.providers for r in p.resource_templates(call)]
+        return self._paged("resourceTemplates", items, params)
+
+    def resources_read(self, params, call: Call) -> dict:
+        uri = params["uri"]
+        for provider in call.service.providers:
+            contents = provider.read_resource(uri, call)
+            if contents is not None:
+                return {"contents": contents}
+        raise ProtocolError(RESOURCE_NOT_FOUND, "Resource not found", data={"uri": uri[:500]})
+
+    def resources_subscribe(self, params, call: Call) -> dict:
+        # Any URI may be watched: one that appears later (a new table) will notify too.
+        if call.session is not None and params["uri"] not in call.session.subscriptions:
+            call.session.subscriptions.add(params["uri"])
+            self.store.save(call.session)
+        return {}
+
+    def resources_unsubscribe(self, params, call: Call) -> dict:
+        if call.session is not None and params["uri"] in call.session.subscriptions:
+            call.session.subscriptions.discard(params["uri"])
+            self.store.save(call.session)
+        return {}
 
     def prompts_list(self, params, call: Call) -> dict:
-        return {"prompts": []}
+        items = [pr for p in call.service.providers for pr in p.prompts(call)]
+        return self._paged("prompts", items, params)
+
+    def prompts_get(self, params, call: Call) -> dict:
+        name = params["name"]
+        args = params.get("arguments") or {}
+        for provider in call.service.providers:
+            result = provider.get_prompt(name, args, call)
+            if result is not None:
+                return result
+        raise ProtocolError(INVALID_PARAMS, f"Invalid params: no prompt named '{name[:100]}'")
+
+    def complete(self, params, call: Call) -> dict:
+        ref, argument = params["ref"], params["argument"]
+        context = params.get("context") or {}
+        values: list = []
+        for provider in call.service.providers:
+            got = provider.complete(ref, argument, context, call)
+            if got is not None:
+                values = got
+                break
+        return {"completion": {"values": values[:100], "total": len(values), "hasMore": len(values) > 100}}
 
     # ------------------------------------------------------------------ tools
     def offered_tools(self, service: ServiceRuntime, access: Access) -> list[ToolSpec]:
-        """The tools this caller is offered, in registry order."""
-        routines = service.database.supports_routines
-        return [spec for spec in TOOLS.values()
-                if (routines or not spec.needs_routines) and access.tool_allowed(spec)]
+        """The tools this caller is offered: registry order, then the providers' tools."""
+        return self._offer(service, access)[0]
+
+    def _offer(self, service: ServiceRuntime, access: Access) -> tuple:
+        # Cached per (service, role): the registry, the service's switches and the role's
+        # tool rules are fixed at start-up, and this runs on every tools/call.
+        key = (service.name, access.role_name)
+        got = self._offered.get(key)
+        if got is None:
+            routines = service.database.supports_routines
+            specs = [spec for spec in list(TOOLS.values()) + list(service.extra_tools.values())
+                     if (routines or not spec.needs_routines) and access.tool_allowed(spec)]
+            got = self._offered[key] = (specs, frozenset(s.name for s in specs))
+        return got
 
     def access_for(self, call: Call) -> Access:
-        return call.service.access(call.session.role if call.session else call.service.config.default_role)
+        return call.service.access(call.role_name)
 
     def tools_list(self, params, call: Call) -> dict:
         specs = self.offered_tools(call.service, self.access_for(call))
-        chunk, nxt = page(specs, params.get("cursor"))
+        chunk, nxt = page(specs, params.get("cursor"), self.page_size)
         out = {"tools": [s.describe(with_output=call.structured, with_title=call.structured) for s in chunk]}
         if nxt:
             out["nextCursor"] = nxt
@@ -246,34 +390,68 @@ class Protocol:
         name = params["name"]
         access = self.access_for(call)
         spec = TOOLS.get(name)
-        if spec is None or spec not in self.offered_tools(call.service, access):
+        if spec is None:
+            spec = call.service.extra_tools.get(name)
+        if spec is None or name not in self._offer(call.service, access)[1]:
+            # Audited too: a hidden tool called by name is exactly what an ops team wants to see.
+            call.audit.update(tool=name[:128], outcome="unknown_tool", duration_ms=0.0)
+            if self.auditor is not None:
+                self.auditor.record(call, access)
             raise ProtocolError(INVALID_PARAMS, f"Unknown tool: {name}")
         call.audit["tool"] = name
         started = time.perf_counter()
+        logger = self._logger(call)
+        provided = isinstance(spec, ProvidedTool)
         try:
-            args = normalize_arguments(spec, params.get("arguments"))
-            err = self.schemas.tools[name].error(args)
+            if provided:
+                args = params.get("arguments") or {}
+                err = call.service.extra_validators[name].error(args)
+            else:
+                args = normalize_arguments(spec, params.get("arguments"))
+                err = self.schemas.tools[name].error(args)
             if err is not None:
                 raise InvalidArguments(err)
             ctx = ToolContext(database=call.service.database, access=access, scope=call.scope,
                               progress=self._progress_sender(params, call),
-                              log=self._logger(call), confirm=call.ask,
+                              log=logger, confirm=call.ask,
                               tools=lambda: self.offered_tools(call.service, access),
                               audit=call.audit)
             with (self.limiter.admit(call, access) if self.limiter else nullcontext()):
+                if provided:
+                    # Provider tools build their whole CallToolResult (any content types).
+                    return spec.handler(ctx, args, call)
                 payload = spec.handler(ctx, args)
         except ToolError as exc:
             call.audit["outcome"] = type(exc).__name__
+            if logger is not None and isinstance(exc, PermissionDenied):
+                logger("warning", {"event": "permission_denied", "tool": name, "message": exc.message})
             return self.error_result(exc.text(), exc.details)
+        except InputRequired:
+            # Stateless era: the user must answer first (modern.py sends InputRequiredResult).
+            call.audit["outcome"] = "input_required"
+            raise
+        except ProtocolError:
+            # A provider tool answering with a deliberate JSON-RPC error (e.g. -32021).
+            call.audit["outcome"] = "protocol_error"
+            raise
         except Exception:  # noqa: BLE001 - logged here; the client gets no internals
             log.exception("tool %s failed unexpectedly", name)
             call.audit["outcome"] = "internal"
             raise ProtocolError(INTERNAL_ERROR, "Internal error") from None
         finally:
-            call.audit["duration_ms"] = round((time.perf_counter() - started) * 1000, 3)
+            elapsed = time.perf_counter() - started
+            if logger is not None and elapsed > SLOW_CALL_S:
+                logger("warning", {"event": "slow_call", "tool": name, "seconds": round(elapsed, 3)})
+            call.audit["duration_ms"] = round(elapsed * 1000, 3)
             call.audit.setdefault("outcome", "ok")
             if self.auditor is not None:
                 self.auditor.record(call, access)
+        if logger is not None and isinstance(payload, dict):
+            meta = payload.get("meta")
+            if isinstance(meta, dict) and (meta.get("truncated") or meta.get("more")):
+                logger("info", {"event": "partial_result", "tool": name,
+                                "returned": meta.get("returned", meta.get("count")),
+                                "next_offset": meta.get("next")})
         return self.tool_result(payload, call.structured)
 
     @staticmethod
@@ -313,9 +491,10 @@ class Protocol:
 
     def _logger(self, call: Call):
         session = call.session
-        if session is None or session.log_level is None:
+        level = call.log_level or (session.log_level if session is not None else None)
+        if level is None:
             return None
-        threshold = LOG_RANK[session.log_level]
+        threshold = LOG_RANK[level]
         send = call.emit or call.publish
         if send is None:
             return None

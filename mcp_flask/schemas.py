@@ -19,6 +19,8 @@ import os
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 
+from .schema_fastpath import compile_accept
+
 
 def schema_dir() -> str:
     """The ``schemas/`` directory: beside the package in a checkout, inside it when installed."""
@@ -29,22 +31,40 @@ def schema_dir() -> str:
     raise RuntimeError("cannot find the schemas/ directory next to the mcp_flask package")
 
 
+#: Canonical texts of schemas already checked against the metaschema in this process.
+#: The check costs ~40 ms per file; apps built again (tests, reloads) skip it.
+_CHECKED: set = set()
+
+
+def check_schema(schema: dict) -> None:
+    """Raise ``SchemaError`` unless ``schema`` is a valid 2020-12 schema (memoised)."""
+    key = json.dumps(schema, sort_keys=True)
+    if key not in _CHECKED:
+        Draft202012Validator.check_schema(schema)
+        _CHECKED.add(key)
+
+
 class Validator:
     """One compiled schema.  ``errors(instance)`` -> None or a readable message."""
 
-    __slots__ = ("schema", "_v")
+    __slots__ = ("schema", "_v", "_fast")
 
     def __init__(self, schema: dict):
-        Draft202012Validator.check_schema(schema)
+        check_schema(schema)
         self.schema = schema
         self._v = Draft202012Validator(schema)
+        # A plain-Python "certainly valid" check for simple schemas (see schema_fastpath);
+        # jsonschema still decides (and words) every rejection.
+        self._fast = compile_accept(schema)
 
     def is_valid(self, instance) -> bool:
+        if self._fast is not None and self._fast(instance):
+            return True
         return self._v.is_valid(instance)
 
     def error(self, instance) -> str | None:
         """None when valid; otherwise the most relevant error as one sentence."""
-        if self._v.is_valid(instance):
+        if (self._fast is not None and self._fast(instance)) or self._v.is_valid(instance):
             return None
         err = best_match(self._v.iter_errors(instance))
         return describe_error(err)
@@ -96,6 +116,6 @@ class SchemaSet:
         for f in sorted(os.listdir(base)):
             if f.endswith(".json"):
                 schema = self._read(os.path.join(base, f))
-                Draft202012Validator.check_schema(schema)
+                check_schema(schema)
                 out[f[:-5]] = schema
         return out

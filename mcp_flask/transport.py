@@ -13,7 +13,9 @@ Order of checks (transports spec, 2025-11-25; see shared/reference/mcp-protocol.
 2. The service exists (404).
 3. Method: POST, GET (SSE stream), DELETE (end session), OPTIONS (CORS); else 405.
 4. POST: Content-Type (415), Accept (406), body size (413), JSON (400/-32700),
-   envelope (400/-32600); ``initialize`` creates the session; every other
+   envelope (400/-32600); a 2026-07-28 request (``_meta`` protocol version,
+   ``server/discover``, ``subscriptions/listen``) is served statelessly by
+   modern.py; ``initialize`` creates the session; every other
    message needs ``Mcp-Session-Id`` (400 without, 404 unknown/expired) and a
    supported ``MCP-Protocol-Version`` when present (400).
 5. Requests are answered as ``application/json``, or ``text/event-stream``
@@ -23,15 +25,18 @@ Order of checks (transports spec, 2025-11-25; see shared/reference/mcp-protocol.
 """
 from __future__ import annotations
 
+import contextvars
 import logging
 import queue
+import secrets
 import threading
 from urllib.parse import urlsplit
 
 from . import encoding, jsonrpc, sse
-from .errors import (INVALID_REQUEST, HttpError, ProtocolError)
+from .errors import HttpError, ProtocolError
 from .protocol import SESSION_VERSIONS, Call, negotiate
-from .sessions import Session, new_session_id
+from .modern import ModernTransport
+from .sessions import GET_STREAM, Session, new_session_id
 
 log = logging.getLogger("mcp_flask.transport")
 
@@ -46,6 +51,30 @@ _STATUS = {200: "200 OK", 202: "202 Accepted", 204: "204 No Content", 400: "400 
 #: Every version a session-mode request may announce in MCP-Protocol-Version.
 HEADER_VERSIONS = frozenset(SESSION_VERSIONS)
 _DONE = object()
+#: How often a resumed POST stream looks for new events of a call still running.
+RESUME_POLL_S = 0.05
+#: Never set: an interruptible (gevent-friendly) way to wait between polls.
+_RESUME_WAIT = threading.Event()
+#: Longest wait for the client's answer to a server-to-client request.
+ASK_TIMEOUT_S = 300.0
+
+
+def confirmer(request):
+    """``Call.ask`` (``ToolContext.confirm``) over elicitation: ``confirm(message) -> bool``.
+
+    Only an explicit accept with ``confirm: true`` allows the change; decline, cancel,
+    a timeout or anything malformed changes nothing."""
+    from .input_required import CONFIRM_SCHEMA
+
+    def confirm(message: str) -> bool:
+        answer = request("elicitation/create", {"mode": "form", "message": message,
+                                                "requestedSchema": CONFIRM_SCHEMA})
+        result = answer.get("result") if isinstance(answer, dict) else None
+        if not isinstance(result, dict) or result.get("action") != "accept":
+            return False
+        content = result.get("content")
+        return isinstance(content, dict) and content.get("confirm") is True
+    return confirm
 
 
 def host_of(value: str) -> str:
@@ -73,6 +102,12 @@ class Transport:
         self.any_origin = "*" in self.allowed_origins
         #: Hook for access control: (service, environ) -> (role_name, credential_id) or raise HttpError.
         self.authenticate = lambda service, environ: (service.config.default_role, "")
+        #: The stateless 2026-07-28 era, served beside sessions (modern.py).
+        self.modern = ModernTransport(self)
+        attach = getattr(protocol, "attach", None)
+        if attach is not None:
+            for service in services.values():
+                attach(service)
 
     # ------------------------------------------------------------------ WSGI entry
     def __call__(self, environ, start_response):
@@ -217,6 +252,8 @@ class Transport:
         except ProtocolError as exc:
             return self.json(environ, start_response, jsonrpc.error_for(exc), exc.http_status)
         first = messages[0]
+        if not is_batch and self.modern.wants(environ, first):
+            return self.modern.post(environ, start_response, service, first)
         if not is_batch and first.kind == jsonrpc.REQUEST and first.method == "initialize":
             return self.initialize(environ, start_response, service, first)
         if any(m.method == "initialize" for m in messages):
@@ -236,12 +273,18 @@ class Transport:
         if not requests:
             return self.respond(environ, start_response, 202)
         if is_batch:
-            out = [self.serve(service, session, version, m) for m in requests]
+            out = [r for r in (self.serve(service, session, version, m) for m in requests) if r is not None]
+            if not out:
+                return self.respond(environ, start_response, 202)
             return self.json(environ, start_response, out)
         msg = requests[0]
-        if self.wants_stream(environ, session, msg):
+        if self.wants_stream(environ, service, session, msg):
             return self.stream(environ, start_response, service, session, version, msg)
-        return self.json(environ, start_response, self.serve(service, session, version, msg))
+        response = self.serve(service, session, version, msg)
+        if response is None:
+            # Cancelled by the client: no response is sent for it (cancellation spec).
+            return self.respond(environ, start_response, 202)
+        return self.json(environ, start_response, response)
 
     def check_credentials(self, environ, service, session: Session) -> None:
         """A session may only be used with the credentials that created it."""
@@ -253,53 +296,83 @@ class Transport:
         return Call(service=service, session=session, protocol_version=version, request_id=request_id,
                     emit=emit, publish=(lambda m: self.store.publish(session.id, m)) if session else None)
 
-    def serve(self, service, session, version, msg, emit=None) -> dict:
-        """Run one request; its JSON-RPC response dict."""
+    def serve(self, service, session, version, msg, emit=None, request=None) -> dict | None:
+        """Run one request; its JSON-RPC response dict, or None when the client cancelled it."""
         call = self.call(service, session, version, msg.id, emit)
+        if request is not None:
+            call.request = request
+            if service.config.confirm_destructive and "elicitation" in (session.client_capabilities or {}):
+                call.ask = confirmer(request)
         self.store.track_call(session.id, msg.id, call.scope)
         try:
-            return jsonrpc.result(msg.id, self.protocol.handle(msg.method, msg.params, call))
+            response = jsonrpc.result(msg.id, self.protocol.handle(msg.method, msg.params, call))
         except ProtocolError as exc:
-            return jsonrpc.error(msg.id, exc)
+            response = jsonrpc.error(msg.id, exc)
         finally:
             self.store.untrack_call(session.id, msg.id)
+        return None if call.scope.cancelled else response
 
-    def wants_stream(self, environ, session: Session, msg) -> bool:
+    def wants_stream(self, environ, service, session: Session, msg) -> bool:
         """SSE only when the client accepts it and the call may send more than its result."""
         if msg.method != "tools/call" or not self.accepts(environ, sse.CONTENT_TYPE):
             return False
         meta = msg.params.get("_meta") if isinstance(msg.params, dict) else None
-        return bool((isinstance(meta, dict) and "progressToken" in meta) or session.log_level)
+        return bool((isinstance(meta, dict) and "progressToken" in meta) or session.log_level
+                    or self.protocol.may_stream(service, session, msg.params))
 
     def stream(self, environ, start_response, service, session, version, msg):
-        """Answer one request over SSE: notifications as the work advances, then the result."""
+        """Answer one request over SSE: notifications (and questions to the client) as the
+        work advances, then the result.
+
+        Every event is recorded in the session store under this stream's id before it is
+        sent, so a client that loses the connection can GET with ``Last-Event-ID`` and
+        receive the rest (the call keeps running when the connection drops: a disconnect
+        is not a cancellation)."""
+        store = self.store
+        stream_id = "p" + secrets.token_hex(6)
         events: queue.Queue = queue.Queue()
-        call_box = {}
+
+        def emit(message) -> None:
+            events.put((store.append_event(session.id, stream_id, message), message))
+
+        def request(method: str, params: dict, timeout: float | None = None):
+            rid = f"srv-{secrets.token_hex(8)}"
+            store.expect_response(session.id, rid)
+            emit(jsonrpc.request(rid, method, params))
+            return store.wait_response(session.id, rid, timeout or ASK_TIMEOUT_S)
 
         def worker():
             try:
-                response = self.serve(service, session, version, msg, emit=events.put)
-                call_box["cancelled"] = response is None
-                events.put(response)
+                response = self.serve(service, session, version, msg, emit=emit, request=request)
+                if response is not None:
+                    emit(response)
             except BaseException:  # noqa: BLE001 - the stream must always end
                 log.exception("streamed call failed")
-                events.put(jsonrpc.error(msg.id, ProtocolError(-32603, "Internal error")))
+                emit(jsonrpc.error(msg.id, ProtocolError(-32603, "Internal error")))
             finally:
                 events.put(_DONE)
 
-        threading.Thread(target=worker, daemon=True).start()
+        priming = None
+        if version >= "2025-11-25":
+            # 2025-11-25: an event id with empty data first, so the client can resume even
+            # before the first real event; retry tells it how soon to reconnect.
+            priming = sse.priming(store.append_event(session.id, stream_id, None), self.server.sse_retry_ms)
+        # The call runs beside the response body; it keeps this request's log context.
+        threading.Thread(target=contextvars.copy_context().run, args=(worker,), daemon=True).start()
+        keepalive = self.server.sse_keepalive
 
         def body():
+            if priming is not None:
+                yield priming
             while True:
                 try:
-                    item = events.get(timeout=self.server.sse_keepalive)
+                    item = events.get(timeout=keepalive)
                 except queue.Empty:
                     yield sse.comment()
                     continue
                 if item is _DONE:
                     return
-                if item is not None:
-                    yield sse.event(item)
+                yield sse.event(item[1], item[0])
 
         start_response("200 OK", sse.HEADERS + self.cors_headers(environ))
         return body()
@@ -331,29 +404,90 @@ class Transport:
 
     # ------------------------------------------------------------------ GET and DELETE
     def get(self, environ, start_response, service):
+        if self.modern.refuses_get_or_delete(environ):
+            raise HttpError(405, "Method Not Allowed: no GET stream in protocol version 2026-07-28",
+                            headers={"Allow": "POST"})
         if not self.accepts(environ, sse.CONTENT_TYPE) or "text/event-stream" not in (environ.get("HTTP_ACCEPT") or ""):
             raise HttpError(406, "Not Acceptable: GET needs Accept: text/event-stream")
         session = self.session_for(environ, service)
         self.check_version_header(environ, session)
         self.check_credentials(environ, service, session)
+        last = environ.get("HTTP_LAST_EVENT_ID")
+        if last:
+            stream_id, _ = self.store.events_after(session.id, last)
+            if stream_id is None:
+                raise HttpError(400, "Bad Request: unknown Last-Event-ID")
+            if stream_id != GET_STREAM:
+                body = self.resume_post_stream(session, stream_id, last)
+                start_response("200 OK", sse.HEADERS + self.cors_headers(environ))
+                return body
+        body = self.get_stream(session, last)
+        start_response("200 OK", sse.HEADERS + self.cors_headers(environ))
+        return body
+
+    def get_stream(self, session: Session, last_event_id: str | None):
+        """The session's GET stream: what it missed after ``last_event_id``, then new messages."""
         keepalive = self.server.sse_keepalive
         store = self.store
+        retry = self.server.sse_retry_ms
 
         def body():
-            yield sse.comment("stream open")
+            yield b"retry: " + str(int(retry)).encode() + b"\n: stream open\n\n"
+            sent = set()
+            if last_event_id:
+                for eid, m in store.events_after(session.id, last_event_id)[1]:
+                    sent.add(eid)
+                    if m is not None:       # a priming event: nothing to resend
+                        yield sse.event(m, eid)
             while True:
-                messages = store.listen(session.id, keepalive)
-                if messages is None:
+                items = store.listen(session.id, keepalive)
+                if items is None:
                     return          # the session ended: close the stream
-                if not messages:
+                if not items:
                     yield sse.comment()
-                for m in messages:
-                    yield sse.event(m)
+                for eid, m in items:
+                    if eid not in sent:     # replayed already: never twice
+                        yield sse.event(m, eid)
+                sent.clear() if len(sent) > 10000 else None
+        return body()
 
-        start_response("200 OK", sse.HEADERS + self.cors_headers(environ))
+    def resume_post_stream(self, session: Session, stream_id: str, last_event_id: str):
+        """Replay a POST stream after ``last_event_id``, then follow it until its response.
+
+        The call may still be running (possibly in another worker), so the store is
+        polled; the stream ends once the JSON-RPC response has been sent, or with the
+        session."""
+        store = self.store
+        keepalive = self.server.sse_keepalive
+
+        def body():
+            last = last_event_id
+            idle = 0.0
+            while True:
+                _, items = store.events_after(session.id, last)
+                for eid, m in items:
+                    last = eid
+                    if m is None:           # a priming event: nothing to resend
+                        continue
+                    yield sse.event(m, eid)
+                    if isinstance(m, dict) and "method" not in m and ("result" in m or "error" in m):
+                        return      # the response went by: this stream is complete
+                if items:
+                    idle = 0.0
+                    continue
+                if store.get(session.id) is None:
+                    return
+                _RESUME_WAIT.wait(RESUME_POLL_S)
+                idle += RESUME_POLL_S
+                if idle >= keepalive:
+                    idle = 0.0
+                    yield sse.comment()
         return body()
 
     def delete(self, environ, start_response, service):
+        if self.modern.refuses_get_or_delete(environ):
+            raise HttpError(405, "Method Not Allowed: no sessions in protocol version 2026-07-28",
+                            headers={"Allow": "POST"})
         session = self.session_for(environ, service)
         self.check_credentials(environ, service, session)
         self.store.delete(session.id)

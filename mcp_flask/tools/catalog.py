@@ -13,9 +13,11 @@ from .registry import tool
 DF_VERBS = {"read": "GET", "create": "POST", "update": "PATCH", "delete": "DELETE"}
 
 
-def access_list(ctx, table_name: str) -> list[str]:
-    verbs = ctx.access.verbs(table_name)
-    return [DF_VERBS[v] for v in ("read", "create", "update", "delete") if v in verbs]
+def access_list(ctx, table) -> list[str]:
+    """The DreamFactory verbs the caller may use on ``table``; views are read-only whatever the role."""
+    verbs = ctx.access.verbs(table.name)
+    wanted = ("read",) if table.is_view else ("read", "create", "update", "delete")
+    return [DF_VERBS[v] for v in wanted if v in verbs]
 
 
 def visible_table(ctx, name: str, refresh: bool = False):
@@ -42,7 +44,7 @@ def split_names(value, what: str) -> list[str]:
 def table_summary(ctx, table) -> dict:
     return {"name": table.name, "label": table.name.replace("_", " ").title(),
             "plural": table.name.replace("_", " ").title(), "description": table.comment,
-            "is_view": table.is_view, "access": access_list(ctx, table.name)}
+            "is_view": table.is_view, "access": access_list(ctx, table)}
 
 
 @tool("get_tables", title="List tables",
@@ -124,7 +126,7 @@ def get_database_resources(ctx, args):
     for t in cat.tables.values():
         if ctx.access.visible_table(t.name):
             resources.append({"name": t.name, "type": "view" if t.is_view else "table",
-                              "component": f"_table/{t.name}", "access": access_list(ctx, t.name)})
+                              "component": f"_table/{t.name}", "access": access_list(ctx, t)})
     routines_note = None
     if db.supports_routines:
         for kind, group in (("procedure", cat.procedures), ("function", cat.functions)):

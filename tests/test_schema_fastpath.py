@@ -1,0 +1,84 @@
+"""The fast "certainly valid" path (schema_fastpath) never accepts what jsonschema rejects.
+
+For every schema file it compiles, generated documents (random JSON, and
+mutations of typical valid messages) are checked: whenever the fast path says
+valid, jsonschema must agree.  And it must actually accept the common messages
+(else it saves nothing).
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from jsonschema import Draft202012Validator
+
+from conftest import ROOT
+from mcp_flask.schema_fastpath import compile_accept
+
+
+def schema_files():
+    base = os.path.join(ROOT, "schemas")
+    for dirpath, _, files in os.walk(base):
+        for f in sorted(files):
+            if f.endswith(".json"):
+                path = os.path.join(dirpath, f)
+                with open(path) as fh:
+                    yield os.path.relpath(path, base), json.load(fh)
+
+
+COMPILED = [(name, schema, compile_accept(schema)) for name, schema in schema_files()]
+FAST = [(n, s, f) for n, s, f in COMPILED if f is not None]
+
+scalars = st.one_of(st.none(), st.booleans(), st.integers(-3, 300), st.floats(allow_nan=False, width=32),
+                    st.sampled_from([1.0, 0.0, -1.0, 2.5]),
+                    st.text(max_size=4), st.sampled_from(["2.0", "1.0", "", "ping", "tools/call", "info",
+                                                          "debug", "loud", "x" * 300, "get_tables"]))
+keys = st.sampled_from(["jsonrpc", "id", "method", "params", "result", "error", "name", "arguments", "_meta",
+                        "progressToken", "cursor", "level", "uri", "requestId", "reason", "protocolVersion",
+                        "capabilities", "clientInfo", "version", "tableName", "extra", "code", "message"])
+documents = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=3),
+                                                          st.dictionaries(keys, inner, max_size=5)),
+                         max_leaves=12)
+
+
+def test_the_fast_path_covers_the_hot_schemas():
+    names = {n for n, _, _ in FAST}
+    for hot in ("jsonrpc/request.json", "jsonrpc/notification.json", "methods/tools/call.json",
+                "methods/ping.json", "methods/tools/list.json"):
+        assert hot in names
+
+
+def test_typical_messages_take_the_fast_path():
+    by = {n: f for n, _, f in FAST}
+    assert by["jsonrpc/request.json"]({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {}})
+    assert by["methods/tools/call.json"]({"name": "get_table_data", "arguments": {"tableName": "t"},
+                                          "_meta": {"progressToken": "p"}})
+    assert not by["jsonrpc/request.json"]({"jsonrpc": "2.0", "id": True, "method": "x"})
+    assert not by["jsonrpc/request.json"]({"jsonrpc": "2.0", "id": 1.5, "method": "x"})
+
+
+@pytest.mark.parametrize("name,schema,fast", FAST, ids=[n for n, _, _ in FAST])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                  HealthCheck.function_scoped_fixture])
+@given(doc=documents)
+def test_never_accepts_what_jsonschema_rejects(name, schema, fast, doc):
+    if fast(doc):
+        assert Draft202012Validator(schema).is_valid(doc), (name, doc)
+
+
+@pytest.mark.parametrize("doc", [
+    {"jsonrpc": "2.0", "id": 1.0, "method": "ping"},          # 1.0 is an integer in JSON Schema
+    {"jsonrpc": "2.0", "id": "a", "method": "m" * 256},
+    {"jsonrpc": "2.0", "id": "a", "method": "m" * 257},
+    {"jsonrpc": "2.0", "id": 1, "method": "ping", "params": []},
+    {"jsonrpc": "2.0", "id": 1, "method": "ping", "x": 1},
+    {"jsonrpc": "2.0", "id": None, "method": "ping"},
+    {"jsonrpc": 2.0, "id": 1, "method": "ping"},
+])
+def test_edge_cases_agree(doc):
+    (schema,) = [s for n, s, _ in FAST if n == "jsonrpc/request.json"]
+    fast = compile_accept(schema)
+    assert fast(doc) == Draft202012Validator(schema).is_valid(doc)

@@ -1,0 +1,625 @@
+"""The Streamable HTTP contract at ``/mcp/<service>`` (transport.py), over Flask's test client.
+
+Every status code the transport can answer, JSON versus SSE answers, sessions
+(creation, DELETE, idle expiry), version negotiation and the
+``MCP-Protocol-Version`` header, JSON-RPC batches per version, Host/Origin
+checks (DNS rebinding), and malformed requests of every kind, each followed by
+proof that the server still serves.  The demo database is real SQLite.
+"""
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+
+from conftest import ACCEPT_BOTH, McpTestClient
+
+VERSIONS = ("2025-03-26", "2025-06-18", "2025-11-25")
+
+
+def parse_sse(body: bytes) -> list[dict]:
+    """The events of an SSE body: [{"id", "event", "data", "retry"}] (comments dropped)."""
+    events = []
+    for block in body.decode().split("\n\n"):
+        if not block.strip():
+            continue
+        ev: dict = {}
+        for line in block.split("\n"):
+            if line.startswith(":"):
+                continue
+            name, _, value = line.partition(":")
+            ev[name] = value[1:] if value.startswith(" ") else value
+        if ev:
+            events.append(ev)
+    return events
+
+
+def sse_messages(body: bytes) -> list[dict]:
+    return [json.loads(e["data"]) for e in parse_sse(body) if e.get("data", "").strip()]
+
+
+def assert_serving(c: McpTestClient) -> None:
+    """The session still answers a ping with ``{}``."""
+    body = c.rpc("ping")
+    assert body["result"] == {}
+
+
+# ---------------------------------------------------------------------------- initialize and sessions
+def test_initialize_creates_an_unguessable_session(demo_app):
+    c = McpTestClient(demo_app)
+    r = c.post({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+                "params": {"protocolVersion": "2025-11-25", "capabilities": {},
+                           "clientInfo": {"name": "t", "version": "1"}}})
+    assert r.status_code == 200
+    assert r.headers["Content-Type"].startswith("application/json")
+    sid = r.headers["Mcp-Session-Id"]
+    # >= 128 random bits: token_urlsafe(32) gives 43 chars of base64url (6 bits each).
+    assert len(sid) * 6 >= 128
+    assert all(0x21 <= ord(ch) <= 0x7E for ch in sid)
+    body = r.get_json()
+    assert body["id"] == 1
+    result = body["result"]
+    assert result["protocolVersion"] == "2025-11-25"
+    assert result["serverInfo"]["name"] == "mcp-flask" and result["serverInfo"]["version"]
+    for cap in ("tools", "resources", "prompts", "logging"):
+        assert cap in result["capabilities"]
+    assert "demo" in result["instructions"]
+
+
+def test_session_ids_differ(demo_app):
+    ids = set()
+    for _ in range(20):
+        c = McpTestClient(demo_app)
+        c.initialize()
+        ids.add(c.session_id)
+    assert len(ids) == 20
+
+
+def test_session_records_what_initialize_sent(demo_app):
+    c = McpTestClient(demo_app)
+    c.initialize(version="2025-06-18", capabilities={"elicitation": {}})
+    store = demo_app.extensions["mcp_flask"]["store"]
+    s = store.get(c.session_id)
+    assert s.protocol_version == "2025-06-18"
+    assert s.client_capabilities == {"elicitation": {}}
+    assert s.client_info == {"name": "pytest", "version": "1"}
+    assert s.service == "demo"
+    assert s.initialized is True
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_supported_version_is_echoed(demo_app, version):
+    c = McpTestClient(demo_app)
+    assert c.initialize(version=version)["protocolVersion"] == version
+
+
+@pytest.mark.parametrize("asked", ["2024-11-05", "1999-01-01", "2099-12-31", "latest"])
+def test_unsupported_version_gets_the_newest(demo_app, asked):
+    c = McpTestClient(demo_app)
+    assert c.initialize(version=asked)["protocolVersion"] == "2025-11-25"
+
+
+def test_request_without_session_is_400(demo_app):
+    c = McpTestClient(demo_app)
+    r = c.request("tools/list")
+    assert r.status_code == 400
+    assert r.get_json()["error"]["code"] == -32600
+    assert "id" not in r.get_json()
+
+
+def test_unknown_session_is_404(demo_app):
+    c = McpTestClient(demo_app)
+    c.session_id = "x" * 43
+    r = c.request("tools/list")
+    assert r.status_code == 404
+    assert r.get_json()["error"]["code"] == -32600
+
+
+def test_session_of_another_service_is_404(app_factory, demo_db):
+    app = app_factory({"demo": {"url": "sqlite:///" + demo_db}, "other": {"url": "sqlite:///" + demo_db}})
+    a = McpTestClient(app, "demo")
+    a.initialize()
+    b = McpTestClient(app, "other")
+    b.session_id = a.session_id
+    assert b.request("ping").status_code == 404
+
+
+def test_delete_ends_the_session(client):
+    r = client.http.delete(client.path, headers=client.headers())
+    assert r.status_code == 204
+    assert client.request("ping").status_code == 404
+    # DELETE again: the session is gone.
+    assert client.http.delete(client.path, headers=client.headers()).status_code == 404
+
+
+def test_delete_without_session_is_400(demo_app):
+    c = McpTestClient(demo_app)
+    assert c.http.delete(c.path, headers=c.headers()).status_code == 400
+
+
+def test_idle_session_expires(app_factory, demo_db):
+    app = app_factory({"demo": {"url": "sqlite:///" + demo_db}}, session_ttl=30)
+    c = McpTestClient(app)
+    c.initialize()
+    assert_serving(c)
+    store = app.extensions["mcp_flask"]["store"]
+    # Age the record past the ttl instead of sleeping: the store compares last_seen to now.
+    store.get(c.session_id).last_seen -= 31
+    r = c.request("ping")
+    assert r.status_code == 404
+    assert store.get(c.session_id) is None
+
+
+def test_activity_keeps_a_session_alive(app_factory, demo_db):
+    app = app_factory({"demo": {"url": "sqlite:///" + demo_db}}, session_ttl=30)
+    c = McpTestClient(app)
+    c.initialize()
+    store = app.extensions["mcp_flask"]["store"]
+    store.get(c.session_id).last_seen -= 20      # idle for 20 s: still alive
+    assert_serving(c)                             # ... and this request restarts the clock
+    store._sessions[c.session_id].last_seen -= 20
+    assert_serving(c)
+
+
+def test_unknown_service_is_404(demo_app):
+    c = McpTestClient(demo_app, service="nope")
+    r = c.post({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+                "params": {"protocolVersion": "2025-11-25", "capabilities": {},
+                           "clientInfo": {"name": "t", "version": "1"}}})
+    assert r.status_code == 404
+
+
+# ---------------------------------------------------------------------------- HTTP methods and headers
+@pytest.mark.parametrize("method", ["PUT", "PATCH"])
+def test_other_methods_are_405(client, method):
+    r = client.http.open(client.path, method=method, headers=client.headers())
+    assert r.status_code == 405
+    assert "POST" in r.headers["Allow"]
+    assert_serving(client)
+
+
+def test_options_preflight(client):
+    r = client.http.open(client.path, method="OPTIONS",
+                         headers={"Host": "localhost", "Origin": "http://localhost:3000"})
+    assert r.status_code == 204
+    assert "Mcp-Session-Id" in r.headers["Access-Control-Allow-Headers"]
+    assert r.headers["Access-Control-Allow-Origin"] == "http://localhost:3000"
+
+
+@pytest.mark.parametrize("ctype", [None, "text/plain", "application/x-www-form-urlencoded",
+                                   "text/json"])
+def test_wrong_content_type_is_415(client, ctype):
+    r = client.request("ping", **{"Content-Type": ctype})
+    assert r.status_code == 415
+    assert r.get_json()["error"]["code"] == -32600
+    assert_serving(client)
+
+
+def test_content_type_with_charset_is_fine(client):
+    r = client.request("ping", **{"Content-Type": "application/json; charset=utf-8"})
+    assert r.status_code == 200
+
+
+@pytest.mark.parametrize("accept", ["text/html", "image/png", "application/xml"])
+def test_unacceptable_accept_is_406(client, accept):
+    r = client.request("ping", Accept=accept)
+    assert r.status_code == 406
+    assert_serving(client)
+
+
+@pytest.mark.parametrize("accept", ["application/json", "text/event-stream", "*/*", ACCEPT_BOTH])
+def test_acceptable_accept(client, accept):
+    r = client.request("ping", Accept=accept)
+    assert r.status_code == 200
+
+
+def test_body_over_the_limit_is_413(app_factory, demo_db):
+    app = app_factory({"demo": {"url": "sqlite:///" + demo_db}}, max_body_bytes=2000)
+    c = McpTestClient(app)
+    c.initialize()
+    big = {"jsonrpc": "2.0", "id": 9, "method": "ping", "params": {"_meta": {"pad": "x" * 3000}}}
+    r = c.post(big)
+    assert r.status_code == 413
+    assert r.get_json()["error"]["code"] == -32600
+    assert_serving(c)
+
+
+def test_get_opens_an_sse_stream_only_with_the_right_accept(client):
+    r = client.http.get(client.path, headers=client.headers(Accept="application/json"))
+    assert r.status_code in (405, 406)
+    assert_serving(client)
+
+
+def test_get_without_session_is_400(demo_app):
+    c = McpTestClient(demo_app)
+    r = c.http.get(c.path, headers=c.headers(Accept="text/event-stream"))
+    assert r.status_code == 400
+
+
+def test_get_stream_delivers_published_messages_and_ends_with_the_session(client, demo_app):
+    store = demo_app.extensions["mcp_flask"]["store"]
+    r = client.http.get(client.path, headers=client.headers(Accept="text/event-stream"), buffered=False)
+    assert r.status_code == 200
+    assert r.headers["Content-Type"].startswith("text/event-stream")
+    chunks = iter(r.response)
+    note = {"jsonrpc": "2.0", "method": "notifications/message",
+            "params": {"level": "info", "data": "hello"}}
+    store.publish(client.session_id, note)
+    got = []
+    for chunk in chunks:
+        got += sse_messages(chunk)
+        if got:
+            break
+    assert got == [note]
+    store.delete(client.session_id)
+    rest = b"".join(chunks)          # the generator ends once the session is gone
+    assert sse_messages(rest) == []
+    r.close()
+
+
+# ---------------------------------------------------------------------------- Host and Origin
+@pytest.mark.parametrize("host", ["localhost", "localhost:8000", "127.0.0.1:5000", "[::1]:8000", "[::1]"])
+def test_loopback_hosts_are_allowed(demo_app, host):
+    c = McpTestClient(demo_app, headers={"Host": host})
+    c.initialize()
+    assert_serving(c)
+
+
+@pytest.mark.parametrize("host", ["evil.example.com", "evil.example.com:8000", "localhost.evil.com",
+                                  "127.0.0.2"])
+def test_foreign_host_is_421(demo_app, host):
+    c = McpTestClient(demo_app, headers={"Host": host})
+    r = c.post({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+                "params": {"protocolVersion": "2025-11-25", "capabilities": {},
+                           "clientInfo": {"name": "t", "version": "1"}}})
+    assert r.status_code == 421
+    assert "Mcp-Session-Id" not in r.headers
+
+
+@pytest.mark.parametrize("origin", ["http://evil.example.com", "https://localhost.evil.com",
+                                    "null", "file://", "http://127.0.0.2:8000"])
+def test_foreign_origin_is_403(demo_app, origin):
+    c = McpTestClient(demo_app, headers={"Origin": origin})
+    r = c.post({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+                "params": {"protocolVersion": "2025-11-25", "capabilities": {},
+                           "clientInfo": {"name": "t", "version": "1"}}})
+    assert r.status_code == 403
+    assert "id" not in r.get_json()
+
+
+def test_conformance_dns_rebinding_case(demo_app):
+    """The conformance suite's scenario: foreign Host+Origin -> 4xx; its own -> 2xx."""
+    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": {"protocolVersion": "2025-11-25", "capabilities": {},
+                       "clientInfo": {"name": "t", "version": "1"}}}
+    bad = McpTestClient(demo_app, headers={"Host": "evil.example.com", "Origin": "http://evil.example.com"})
+    assert 400 <= bad.post(init).status_code < 500
+    good = McpTestClient(demo_app, headers={"Host": "localhost:3001", "Origin": "http://localhost:3001"})
+    assert 200 <= good.post(init).status_code < 300
+
+
+@pytest.mark.parametrize("origin", ["http://localhost:3000", "http://127.0.0.1", "https://[::1]:8443"])
+def test_loopback_origins_are_allowed_and_get_cors_headers(demo_app, origin):
+    c = McpTestClient(demo_app, headers={"Origin": origin})
+    c.initialize()
+    r = c.request("ping")
+    assert r.status_code == 200
+    assert r.headers["Access-Control-Allow-Origin"] == origin
+
+
+def test_configured_hosts_and_origins(app_factory, demo_db):
+    app = app_factory({"demo": {"url": "sqlite:///" + demo_db}},
+                      allowed_hosts=["mcp.example.org"], allowed_origins=["https://app.example.org"])
+    ok = McpTestClient(app, headers={"Host": "mcp.example.org", "Origin": "https://app.example.org"})
+    ok.initialize()
+    assert_serving(ok)
+    assert McpTestClient(app).post({"jsonrpc": "2.0", "id": 1, "method": "ping"}).status_code == 421
+    bad = McpTestClient(app, headers={"Host": "mcp.example.org", "Origin": "https://other.example.org"})
+    assert bad.post({"jsonrpc": "2.0", "id": 1, "method": "ping"}).status_code == 403
+
+
+# ---------------------------------------------------------------------------- MCP-Protocol-Version
+def test_unsupported_protocol_version_header_is_400(client):
+    r = client.request("ping", **{"MCP-Protocol-Version": "1999-01-01"})
+    assert r.status_code == 400
+    err = r.get_json()["error"]
+    assert err["code"] == -32600
+    assert "2025-11-25" in err["data"]["supported"]
+    assert_serving(client)
+
+
+@pytest.mark.parametrize("header", VERSIONS)
+def test_supported_but_different_header_is_served(client, header):
+    r = client.request("tools/list", **{"MCP-Protocol-Version": header})
+    assert r.status_code == 200
+    assert r.get_json()["result"]["tools"]
+
+
+def test_absent_header_falls_back_to_the_session(client):
+    r = client.request("tools/call", {"name": "get_tables", "arguments": {}},
+                       **{"MCP-Protocol-Version": None, "Accept": "application/json"})
+    assert r.status_code == 200
+    # The session negotiated 2025-11-25: structured content is present.
+    assert "structuredContent" in r.get_json()["result"]
+
+
+# ---------------------------------------------------------------------------- notifications, responses
+def test_notification_is_202_without_body(client):
+    r = client.post({"jsonrpc": "2.0", "method": "notifications/initialized"})
+    assert r.status_code == 202
+    assert r.data == b""
+
+
+def test_unknown_notification_is_202(client):
+    r = client.post({"jsonrpc": "2.0", "method": "notifications/whatever", "params": {"x": 1}})
+    assert r.status_code == 202
+
+
+def test_cancel_for_an_unknown_request_is_202(client):
+    r = client.post({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                     "params": {"requestId": 12345, "reason": "changed my mind"}})
+    assert r.status_code == 202
+    assert_serving(client)
+
+
+def test_response_is_202_without_body(client):
+    r = client.post({"jsonrpc": "2.0", "id": "srv-1", "result": {}})
+    assert r.status_code == 202
+    assert r.data == b""
+    r = client.post({"jsonrpc": "2.0", "id": "srv-2", "error": {"code": -1, "message": "no"}})
+    assert r.status_code == 202
+    assert_serving(client)
+
+
+def test_notification_without_session_is_400(demo_app):
+    c = McpTestClient(demo_app)
+    assert c.post({"jsonrpc": "2.0", "method": "notifications/initialized"}).status_code == 400
+
+
+# ---------------------------------------------------------------------------- JSON vs SSE
+def test_plain_requests_are_answered_with_json(client):
+    r = client.request("tools/call", {"name": "get_tables", "arguments": {}})
+    assert r.status_code == 200
+    assert r.headers["Content-Type"].startswith("application/json")
+    assert r.get_json()["result"]["isError"] is False
+
+
+def test_progress_token_gets_an_sse_answer(client):
+    r = client.request("tools/call", {"name": "get_tables", "arguments": {},
+                                      "_meta": {"progressToken": "p1"}})
+    assert r.status_code == 200
+    assert r.headers["Content-Type"].startswith("text/event-stream")
+    assert r.headers["Cache-Control"].startswith("no-cache")
+    msgs = sse_messages(r.data)
+    final = msgs[-1]
+    assert final["id"] == client._id
+    assert final["result"]["isError"] is False
+    assert all("method" in m for m in msgs[:-1])
+
+
+def test_progress_token_with_json_only_accept_gets_json(client):
+    r = client.request("tools/call", {"name": "get_tables", "arguments": {},
+                                      "_meta": {"progressToken": "p1"}}, Accept="application/json")
+    assert r.status_code == 200
+    assert r.headers["Content-Type"].startswith("application/json")
+    assert r.get_json()["result"]["isError"] is False
+
+
+# ---------------------------------------------------------------------------- batches
+def test_batch_in_2025_03_26(demo_app):
+    c = McpTestClient(demo_app, version="2025-03-26")
+    c.initialize()
+    batch = [{"jsonrpc": "2.0", "id": "a", "method": "ping"},
+             {"jsonrpc": "2.0", "method": "notifications/initialized"},
+             {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+              "params": {"name": "get_tables", "arguments": {}}},
+             {"jsonrpc": "2.0", "id": 3, "method": "no/such/method"}]
+    r = c.post(batch)
+    assert r.status_code == 200
+    out = r.get_json()
+    assert isinstance(out, list) and [m["id"] for m in out] == ["a", 2, 3]
+    assert out[0]["result"] == {}
+    assert out[1]["result"]["isError"] is False
+    assert "structuredContent" not in out[1]["result"]       # 2025-03-26 has none
+    assert out[2]["error"]["code"] == -32601
+
+
+def test_batch_of_notifications_only_is_202(demo_app):
+    c = McpTestClient(demo_app, version="2025-03-26")
+    c.initialize()
+    r = c.post([{"jsonrpc": "2.0", "method": "notifications/initialized"},
+                {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 1}}])
+    assert r.status_code == 202
+
+
+@pytest.mark.parametrize("version", ["2025-06-18", "2025-11-25"])
+def test_batch_is_refused_in_later_versions(demo_app, version):
+    c = McpTestClient(demo_app, version=version)
+    c.initialize()
+    r = c.post([{"jsonrpc": "2.0", "id": 1, "method": "ping"}])
+    assert r.status_code == 400
+    assert r.get_json()["error"]["code"] == -32600
+    assert_serving(c)
+
+
+def test_initialize_in_a_batch_is_refused(demo_app):
+    c = McpTestClient(demo_app, version="2025-03-26")
+    c.initialize()
+    r = c.post([{"jsonrpc": "2.0", "id": 1, "method": "initialize",
+                 "params": {"protocolVersion": "2025-03-26", "capabilities": {},
+                            "clientInfo": {"name": "t", "version": "1"}}}])
+    assert r.status_code == 400
+    assert_serving(c)
+
+
+# ---------------------------------------------------------------------------- malformed requests
+@pytest.mark.parametrize("raw", [b"{", b"not json", b"\xff\xfe{}", b"", b'{"jsonrpc": "2.0", "id": 1,'])
+def test_invalid_json_is_32700(client, raw):
+    r = client.post(None, raw=raw)
+    assert r.status_code == 400
+    body = r.get_json()
+    assert body["error"]["code"] == -32700
+    assert "id" not in body
+    assert_serving(client)
+
+
+@pytest.mark.parametrize("payload", [
+    [],
+    42,
+    "ping",
+    None,
+    {"jsonrpc": "2.0"},
+    {"jsonrpc": "1.0", "id": 1, "method": "ping"},
+    {"id": 1, "method": "ping"},
+    {"jsonrpc": "2.0", "id": None, "method": "ping"},
+    {"jsonrpc": "2.0", "id": 1.5, "method": "ping"},
+    {"jsonrpc": "2.0", "id": [1], "method": "ping"},
+    {"jsonrpc": "2.0", "id": 1, "method": 7},
+    {"jsonrpc": "2.0", "id": 1, "method": ""},
+    {"jsonrpc": "2.0", "id": 1, "method": "ping", "params": [1, 2]},
+    {"jsonrpc": "2.0", "id": 1, "method": "ping", "extra": True},
+    {"jsonrpc": "2.0", "id": 1, "result": {}, "error": {"code": 1, "message": "x"}},
+])
+def test_broken_envelope_is_32600(client, payload):
+    r = client.post(payload)
+    assert r.status_code == 400, r.data
+    assert r.get_json()["error"]["code"] == -32600
+    assert_serving(client)
+
+
+def test_broken_envelope_keeps_a_readable_id(client):
+    r = client.post({"jsonrpc": "1.0", "id": 77, "method": "ping"})
+    assert r.get_json().get("id") == 77
+
+
+@pytest.mark.parametrize("method,params", [
+    ("tools/call", {}),
+    ("tools/call", {"name": 5}),
+    ("tools/call", {"name": "get_tables", "arguments": "x"}),
+    ("tools/list", {"cursor": 5}),
+    ("logging/setLevel", {}),
+    ("logging/setLevel", {"level": "loud"}),
+    ("resources/list", {"cursor": ["x"]}),
+])
+def test_bad_params_are_32602(client, method, params):
+    body = client.rpc(method, params)
+    assert body["error"]["code"] == -32602
+    assert body["id"] == client._id
+    assert_serving(client)
+
+
+def test_initialize_with_bad_params_is_32602(demo_app):
+    c = McpTestClient(demo_app)
+    r = c.post({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"capabilities": {}}})
+    assert r.status_code == 200
+    assert r.get_json()["error"]["code"] == -32602
+    assert "Mcp-Session-Id" not in r.headers
+
+
+def test_unknown_tool_is_32602(client):
+    body = client.rpc("tools/call", {"name": "drop_database", "arguments": {}})
+    assert body["error"]["code"] == -32602
+
+
+@pytest.mark.parametrize("method", ["no/such/method", "tools/delete", "sampling/createMessage"])
+def test_unknown_methods_are_32601(client, method):
+    body = client.rpc(method, {})
+    assert body["error"]["code"] == -32601
+    assert body["id"] == client._id
+
+
+def test_server_discover_without_a_session_lets_clients_fall_back(demo_app):
+    """mcp 2.x probes server/discover first: any error but -32022 makes it fall back."""
+    c = McpTestClient(demo_app)
+    r = c.post({"jsonrpc": "2.0", "id": 1, "method": "server/discover", "params": {}},
+               **{"MCP-Protocol-Version": "2026-07-28"})
+    assert r.status_code == 400
+    assert r.get_json()["error"]["code"] != -32022
+
+
+def test_many_bad_requests_then_good_ones(client):
+    for raw in (b"{", b"[]", b'{"jsonrpc":"2.0"}', b"\x00" * 10):
+        assert client.post(None, raw=raw).status_code == 400
+    assert client.data("get_tables")["resource"]
+
+
+# ---------------------------------------------------------------------------- methods
+def test_ping_is_empty(client):
+    assert client.rpc("ping")["result"] == {}
+    assert client.rpc("ping", {})["result"] == {}
+
+
+def test_ping_before_initialized_is_served(demo_app):
+    c = McpTestClient(demo_app)
+    r = c.post({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+                "params": {"protocolVersion": "2025-11-25", "capabilities": {},
+                           "clientInfo": {"name": "t", "version": "1"}}})
+    c.session_id = r.headers["Mcp-Session-Id"]
+    assert c.rpc("ping")["result"] == {}
+
+
+def test_set_level(client, demo_app):
+    assert client.rpc("logging/setLevel", {"level": "warning"})["result"] == {}
+    store = demo_app.extensions["mcp_flask"]["store"]
+    assert store.get(client.session_id).log_level == "warning"
+
+
+@pytest.mark.parametrize("method,key", [("resources/list", "resources"),
+                                        ("resources/templates/list", "resourceTemplates"),
+                                        ("prompts/list", "prompts")])
+def test_list_methods_answer_lists(client, method, key):
+    result = client.rpc(method)["result"]
+    assert isinstance(result[key], list)
+
+
+def test_tools_list(client):
+    tools = client.rpc("tools/list")["result"]["tools"]
+    names = [t["name"] for t in tools]
+    for name in ("get_tables", "get_table_schema", "get_table_fields", "get_table_relationships",
+                 "get_database_resources", "list_tools"):
+        assert name in names
+    for t in tools:
+        assert t["description"] and t["inputSchema"]["type"] == "object"
+        assert set(t["annotations"]) >= {"readOnlyHint", "destructiveHint", "idempotentHint"}
+        assert "outputSchema" in t and "title" in t
+
+
+def test_tools_list_2025_03_26_has_no_output_schema_or_title(demo_app):
+    c = McpTestClient(demo_app, version="2025-03-26")
+    c.initialize()
+    for t in c.rpc("tools/list")["result"]["tools"]:
+        assert "outputSchema" not in t and "title" not in t
+        assert t["annotations"]
+
+
+def test_tools_list_pagination(client):
+    full = [t["name"] for t in client.rpc("tools/list")["result"]["tools"]]
+    assert len(full) >= 3
+    protocol_obj = client.http.application.extensions["mcp_flask"]["protocol"]
+    protocol_obj.page_size = 2
+    seen, cursor, pages = [], None, 0
+    while True:
+        params = {"cursor": cursor} if cursor else {}
+        result = client.rpc("tools/list", params)["result"]
+        assert len(result["tools"]) <= 2
+        seen += [t["name"] for t in result["tools"]]
+        pages += 1
+        cursor = result.get("nextCursor")
+        if not cursor:
+            break
+        assert pages < 20
+    assert seen == full
+    assert pages == (len(full) + 1) // 2
+
+
+@pytest.mark.parametrize("cursor", ["garbage", base64.urlsafe_b64encode(b"x:1").decode(), "", "!!!"])
+def test_invalid_cursor_is_32602(client, cursor):
+    assert client.rpc("tools/list", {"cursor": cursor})["error"]["code"] == -32602
+
+
+def test_tools_call_result_shape(client):
+    result = client.call("get_tables")
+    assert result["isError"] is False
+    assert result["content"][0]["type"] == "text"
+    assert json.loads(result["content"][0]["text"]) == result["structuredContent"]
