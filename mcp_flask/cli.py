@@ -52,32 +52,101 @@ def cmd_serve(args) -> int:
 
 
 def cmd_check(args) -> int:
+    """Validate the config and reach every dependency; one plain line per finding.
+
+    Exit status: 0 all good, 1 something is unreachable or inconsistent, 2 the
+    config itself is wrong (``_settings_or_exit``)."""
     settings = _settings_or_exit(args.config)
     from .database import Database
     failures = 0
+    server = settings.server
     print(f"config: ok ({settings.source or 'built-in demo configuration'})")
+    print(f"server: bind {server.bind}, {server.workers} worker{'s' if server.workers != 1 else ''}, "
+          f"sessions {'in Redis' if server.redis_url else 'in memory'}, idle TTL {server.session_ttl:g}s")
+    if server.workers > 1 and not server.redis_url:
+        failures += 1
+        print(f"server: FAILED: {server.workers} workers need Redis for sessions (a session created by one "
+              f"worker would be unknown to the others). Set server.redis_url or MCP_FLASK_REDIS_URL, "
+              f"or use one worker.")
+    if any(h not in ("localhost", "127.0.0.1", "[::1]", "::1") for h in server.allowed_hosts) \
+            and not server.ops_token and not os.environ.get("MCP_FLASK_OPS_BIND"):
+        print("ops: warning: /readyz and /metrics are open on the public address; set server.ops_token "
+              "or MCP_FLASK_OPS_BIND to protect them")
     for name, svc in settings.services.items():
         if svc.demo:
             from .demo import create_demo_database
             create_demo_database(svc.url.split("sqlite:///", 1)[1])
         db = Database(svc)
-        status = db.check()
-        if status["ok"]:
-            cat = db.catalog()
-            print(f"service {name}: ok ({db.dialect.name}, {mask_url(svc.url)}, {len(cat.tables)} tables)")
-        else:
-            failures += 1
-            print(f"service {name}: FAILED ({mask_url(svc.url)}): {status['error']}")
-        db.close()
-    if settings.server.redis_url:
         try:
-            import redis
-            redis.Redis.from_url(settings.server.redis_url, socket_timeout=3).ping()
-            print(f"redis: ok ({mask_url(settings.server.redis_url)})")
-        except Exception as exc:  # noqa: BLE001 - report any failure in plain words
+            status = db.check()
+            if status["ok"]:
+                cat = db.catalog()
+                print(f"service {name}: ok ({db.dialect.name} at {mask_url(svc.url)}, {len(cat.tables)} tables"
+                      f"{', read-only' if svc.read_only else ''})")
+                if not cat.tables:
+                    print(f"service {name}: warning: no tables are visible"
+                          f"{' in schema ' + svc.schema if svc.schema else ''}; check the database and "
+                          f"the account's privileges")
+            else:
+                failures += 1
+                print(f"service {name}: FAILED: {status['error']} ({mask_url(svc.url)}); check the url, that "
+                      f"the server is running and reachable from here, and the credentials")
+        except Exception as exc:  # noqa: BLE001 - say it in plain words, never a traceback
             failures += 1
-            print(f"redis: FAILED ({mask_url(settings.server.redis_url)}): {type(exc).__name__}")
+            print(f"service {name}: FAILED: {_plain(exc)} ({mask_url(svc.url)})")
+        finally:
+            db.close()
+    if server.redis_url:
+        failures += _check_redis(server.redis_url)
+    print("check: all good" if not failures else
+          f"check: {failures} problem{'s' if failures != 1 else ''} found")
     return 1 if failures else 0
+
+
+def _plain(exc: BaseException) -> str:
+    """An exception as one short line (project errors carry their own message)."""
+    message = getattr(exc, "message", None) or str(exc).split("\n", 1)[0]
+    return f"{type(exc).__name__}: {message[:200]}" if message else type(exc).__name__
+
+
+def _check_redis(url: str) -> int:
+    """Reach Redis and try what the session store needs (streams, scripts); 0 when fine."""
+    try:
+        import redis
+    except ImportError:
+        print("redis: FAILED: the 'redis' package is not installed (pip install redis)")
+        return 1
+    where = mask_url(url)
+    try:
+        client = redis.Redis.from_url(url, socket_timeout=3, socket_connect_timeout=3)
+        info = client.info("server")
+        version = str(info.get("redis_version", "?"))
+    except redis.AuthenticationError:
+        print(f"redis: FAILED: Redis at {where} refused the credentials in the URL")
+        return 1
+    except (redis.ConnectionError, redis.TimeoutError, OSError):
+        print(f"redis: FAILED: cannot connect to Redis at {where}; is redis-server running and "
+              f"reachable from here? (server.redis_url / MCP_FLASK_REDIS_URL)")
+        return 1
+    except (redis.RedisError, ValueError) as exc:
+        print(f"redis: FAILED: {where}: {_plain(exc)}")
+        return 1
+    major = int(version.split(".")[0]) if version.split(".")[0].isdigit() else 0
+    if major and major < 7:
+        print(f"redis: FAILED: Redis {version} at {where} is too old; the session store needs 7.0 or newer "
+              f"(stream trimming by MINID, GETEX)")
+        return 1
+    try:
+        key = "mcp-flask:check:" + secrets.token_hex(4)
+        client.xadd(key, {"m": "1"})
+        client.eval("return redis.call('EXISTS', KEYS[1])", 1, key)
+        client.delete(key)
+    except redis.RedisError as exc:
+        print(f"redis: FAILED: Redis at {where} answers but refused a command the store needs "
+              f"({_plain(exc)}); check ACLs, maxmemory and read-only replicas")
+        return 1
+    print(f"redis: ok (Redis {version} at {where})")
+    return 0
 
 
 def cmd_hash_key(args) -> int:

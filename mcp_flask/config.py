@@ -63,6 +63,8 @@ class ApiKeyConfig:
     hash: str
     role: str
     id: str = ""                 # a label for logs and audit; never the key itself
+    #: A revoked key stays in the config (for the audit trail) with active = false: it gets 401.
+    active: bool = True
 
 
 @dataclass(frozen=True)
@@ -251,6 +253,9 @@ def _check_service(svc: ServiceConfig) -> None:
             raise ConfigError(f"{p}.api_keys[{i}].role", f"no role named '{key.role}'")
     if svc.auth == "api_key" and not svc.api_keys and not svc.default_role:
         raise ConfigError(f"{p}.api_keys", "auth = 'api_key' needs at least one key or a default_role")
+    if svc.auth == "none" and svc.roles and not svc.default_role:
+        raise ConfigError(f"{p}.default_role", "with auth = 'none' every caller gets the default role: "
+                                               "name one of the roles (or set auth = 'api_key')")
     if svc.auth == "none" and svc.api_keys:
         raise ConfigError(f"{p}.auth", "api_keys are configured but auth = 'none' would ignore them; "
                                        "set auth = 'api_key'")
