@@ -2,25 +2,47 @@
 
 Production defaults, each overridable by environment variables:
 
-* gevent workers (one greenlet per request: SSE streams and slow queries do not
-  pin a worker); ``MCP_FLASK_WORKERS`` (default: the config's ``server.workers``, 1).
-  More than one worker needs Redis for sessions; without it start-up is refused.
-* bind ``MCP_FLASK_BIND`` (default 127.0.0.1:8000: loopback, never all interfaces).
-* keep-alive 75 s (longer than nginx's upstream keepalive_timeout 60 s), so the
-  server is never the side that closes a reused connection mid-request.
-* ``timeout`` is the worker heartbeat for gevent workers, not a request limit:
-  long SSE streams are fine.  ``graceful_timeout`` lets in-flight calls finish.
-* ``forwarded_allow_ips``: trust X-Forwarded-* only from the configured proxies.
+* ``worker_class`` gevent (``MCP_FLASK_WORKER_CLASS``): one greenlet per request,
+  so SSE streams and slow queries do not pin a worker.
+* ``workers`` (``MCP_FLASK_WORKERS`` / ``server.workers``; ``auto`` = one per CPU
+  core, capped at 8).  Why cores and not the sync-worker rule ``2*cores+1``: a gevent
+  worker already multiplexes ~1000 connections and only burns CPU while it
+  encodes JSON or parses rows; one worker per core uses every core without
+  contending for it.  More than one worker needs Redis for sessions; without it
+  start-up is refused with the reason.
+* ``bind`` ``MCP_FLASK_BIND`` (default 127.0.0.1:8000: loopback, never all interfaces),
+  plus ``MCP_FLASK_OPS_BIND`` for a separate operator address (/readyz, /metrics).
+* ``keepalive`` 75 s (``MCP_FLASK_KEEPALIVE``): longer than nginx's upstream
+  ``keepalive_timeout`` (60 s), so nginx, not gunicorn, closes idle reused connections
+  and never sends a request on a socket gunicorn just closed.
+* ``timeout`` (``MCP_FLASK_TIMEOUT``, 60 s) is the worker *heartbeat* for gevent
+  workers, not a request limit: SSE streams may stay open for hours.
+* ``graceful_timeout`` (``MCP_FLASK_GRACEFUL_TIMEOUT``, 30 s): on SIGTERM or a HUP
+  reload, in-flight calls get this long to finish (statement_timeout defaults to 30 s).
+* ``forwarded_allow_ips``: X-Forwarded-* are trusted only from the configured proxies
+  (``MCP_FLASK_FORWARDED_ALLOW_IPS`` / ``server.forwarded_allow_ips``, default loopback).
 
-``post_worker_init`` makes psycopg2 cooperative (psycogreen) inside each worker,
-after gevent's monkey-patching: without it one slow PostgreSQL query freezes
-every request in that worker.
+Hooks: ``post_worker_init`` makes psycopg2 cooperative (psycogreen) and installs the
+graceful-shutdown handler; ``worker_exit`` returns pool connections; ``child_exit``
+drops a dead worker's live gauges (prometheus multiprocess mode); ``on_exit``
+removes the metrics directory this run created.
 """
 import os
+import shutil
+import signal
 import sys
+import tempfile
 
 from mcp_flask.config import load_settings
 from mcp_flask.errors import ConfigError
+
+def default_workers(cores: int | None = None) -> int:
+    """One gevent worker per core, at most 8 (see the module docstring)."""
+    return max(1, min(cores or os.cpu_count() or 1, 8))
+
+
+if os.environ.get("MCP_FLASK_WORKERS", "").strip().lower() == "auto":
+    os.environ["MCP_FLASK_WORKERS"] = str(default_workers())
 
 try:
     _settings = load_settings()
@@ -28,19 +50,99 @@ except ConfigError as _exc:
     sys.stderr.write(f"mcp-flask: {_exc}\n")
     sys.exit(2)
 
-bind = _settings.server.bind
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name, "")
+    if not value:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        sys.stderr.write(f"mcp-flask: {name} must be a whole number, got {value!r}\n")
+        sys.exit(2)
+
+
+# -------------------------------------------------------------------- metrics directory
+def _fresh_metrics_dir() -> str:
+    """``$TMPDIR/mcp-flask-metrics-<uid>/<master pid>-<random>``, after removing the
+    directories of masters that died without cleaning up (SIGKILL, crash)."""
+    parent = os.path.join(tempfile.gettempdir(), f"mcp-flask-metrics-{os.getuid()}")
+    os.makedirs(parent, mode=0o700, exist_ok=True)
+    for name in os.listdir(parent):
+        pid = name.split("-", 1)[0]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
+        except PermissionError:
+            pass            # alive, someone else's
+    return tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=parent)
+
+
+# prometheus-client's multiprocess mode: every worker writes its samples to files in
+# PROMETHEUS_MULTIPROC_DIR.  It must be set before any worker imports prometheus_client,
+# and be fresh for each run (stale files would add old counts).  A HUP reload re-reads
+# this file in the master: keep the directory of the running master.
+if not os.environ.get("MCP_FLASK_METRICS_DIR_OWNER"):
+    _given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if _given:
+        os.makedirs(_given, exist_ok=True)
+        for _f in os.listdir(_given):
+            if _f.endswith(".db"):
+                os.remove(os.path.join(_given, _f))
+    else:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = _fresh_metrics_dir()
+        os.environ["MCP_FLASK_METRICS_DIR_CREATED"] = "1"
+    os.environ["MCP_FLASK_METRICS_DIR_OWNER"] = str(os.getpid())
+
+# -------------------------------------------------------------------- settings
 workers = _settings.server.workers
+bind = [_settings.server.bind]
+ops_bind = os.environ.get("MCP_FLASK_OPS_BIND", "")
+if ops_bind:
+    bind.append(ops_bind)
 worker_class = os.environ.get("MCP_FLASK_WORKER_CLASS", "gevent")
-worker_connections = int(os.environ.get("MCP_FLASK_WORKER_CONNECTIONS", "1000"))
-keepalive = int(os.environ.get("MCP_FLASK_KEEPALIVE", "75"))
-timeout = int(os.environ.get("MCP_FLASK_TIMEOUT", "60"))
-graceful_timeout = int(os.environ.get("MCP_FLASK_GRACEFUL_TIMEOUT", "30"))
+worker_connections = _env_int("MCP_FLASK_WORKER_CONNECTIONS", 1000)
+keepalive = _env_int("MCP_FLASK_KEEPALIVE", 75)
+timeout = _env_int("MCP_FLASK_TIMEOUT", 60)
+graceful_timeout = _env_int("MCP_FLASK_GRACEFUL_TIMEOUT", 30)
 forwarded_allow_ips = _settings.server.forwarded_allow_ips
 loglevel = _settings.server.log_level
+# Access lines come from the app's request middleware (JSON, with request id and session);
+# set MCP_FLASK_ACCESS_LOG to also get gunicorn's classic access log.
 accesslog = os.environ.get("MCP_FLASK_ACCESS_LOG") or None
 errorlog = "-"
 # Large SSE responses must not be buffered by gunicorn either.
 sendfile = False
+proc_name = "mcp-flask"
+# gunicorn >= 25 opens a control socket at one fixed per-user path by default: two
+# instances on a host would fight over it, and it is a management interface.
+# Off unless MCP_FLASK_CONTROL_SOCKET names a path.
+control_socket = os.environ.get("MCP_FLASK_CONTROL_SOCKET", "")
+control_socket_disable = not control_socket
+if not control_socket:
+    del control_socket
+
+_log_format = os.environ.get("MCP_FLASK_LOG_FORMAT", "json")
+if _log_format == "json":
+    # gunicorn's own messages (boot, worker exits, timeouts) in the same JSON lines as the app's.
+    logconfig_dict = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "filters": {"context": {"()": "mcp_flask.logs.ContextFilter"}},
+        "formatters": {"json": {"()": "mcp_flask.logs.JsonFormatter"}},
+        "handlers": {"stderr": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr",
+                                "formatter": "json", "filters": ["context"]}},
+        "root": {"level": loglevel.upper(), "handlers": ["stderr"]},
+        "loggers": {
+            "gunicorn.error": {"level": loglevel.upper(), "handlers": [], "propagate": True},
+            # The app's mcp_flask.access lines replace gunicorn's unless MCP_FLASK_ACCESS_LOG is set.
+            "gunicorn.access": {"level": "INFO" if accesslog else "WARNING", "handlers": [],
+                                "propagate": True},
+        },
+    }
 
 if workers > 1 and not _settings.server.redis_url:
     sys.stderr.write(
@@ -50,12 +152,64 @@ if workers > 1 and not _settings.server.redis_url:
     sys.exit(2)
 
 
+# -------------------------------------------------------------------- hooks
 def post_worker_init(worker):
-    """Inside each worker, after gevent patched the standard library: make psycopg2 cooperative."""
+    """Inside each worker, after gevent patched the standard library.
+
+    Makes psycopg2 cooperative, and chains a SIGTERM handler (SIGTERM is also how
+    the master retires old workers on HUP) that ends SSE streams at once, while
+    gunicorn lets in-flight calls finish within ``graceful_timeout``."""
     if worker_class.startswith("gevent"):
         try:
             from psycogreen.gevent import patch_psycopg
         except ImportError:  # psycopg2 services will then block the worker on every query
             worker.log.warning("psycogreen is not installed: PostgreSQL queries will block the worker")
-            return
-        patch_psycopg()
+        else:
+            patch_psycopg()
+
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def on_term(signum, frame):
+        if callable(previous):
+            previous(signum, frame)       # gunicorn: stop accepting, drain in-flight requests
+        _begin_shutdown(worker)
+
+    signal.signal(signal.SIGTERM, on_term)
+
+
+def _begin_shutdown(worker):
+    from mcp_flask.middleware import begin_shutdown
+    store = _app_state(worker).get("store")
+    try:
+        import gevent
+        gevent.spawn(begin_shutdown, store)   # out of the signal handler: it does I/O
+    except ImportError:
+        begin_shutdown(store)
+
+
+def _app_state(worker) -> dict:
+    app = getattr(worker, "wsgi", None)
+    return (getattr(app, "extensions", None) or {}).get("mcp_flask") or {}
+
+
+def worker_exit(server, worker):
+    """The worker is leaving: return pooled database connections and Redis connections."""
+    app = getattr(worker, "wsgi", None)
+    if app is not None and hasattr(app, "extensions"):
+        from mcp_flask import close_app
+        close_app(app)
+
+
+def child_exit(server, worker):
+    """In the master: a worker died; drop its live gauges (multiprocess metrics)."""
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if path:
+        from prometheus_client import multiprocess
+        multiprocess.mark_process_dead(worker.pid, path)
+
+
+def on_exit(server):
+    """The master is leaving: remove the metrics directory this run created."""
+    if os.environ.get("MCP_FLASK_METRICS_DIR_CREATED") and \
+            os.environ.get("MCP_FLASK_METRICS_DIR_OWNER") == str(os.getpid()):
+        shutil.rmtree(os.environ.get("PROMETHEUS_MULTIPROC_DIR", ""), ignore_errors=True)

@@ -1,0 +1,127 @@
+"""Structured logging: one JSON object per line, with the request's context on every line.
+
+The request context (request id, session, service) lives in ``contextvars``.
+Under gevent each greenlet runs in its own context (greenlet >= 1.0 keeps a
+``gr_context`` per greenlet), so concurrent requests in one worker never see
+each other's ids; a thread or greenlet started for a request does not inherit
+the context unless it is started with ``contextvars.copy_context().run``.
+
+* ``bind(request_id=..., session=..., service=...)`` sets the context for the
+  current request and returns a token for ``reset``;
+* ``ContextFilter`` copies the context onto every ``LogRecord``;
+* ``JsonFormatter`` writes ``{"ts","level","logger","msg","request_id","session",
+  "service", ...extra}``; exceptions appear as their type and first line only
+  (no stack traces in logs: they can carry values and paths);
+* ``configure(level, fmt)`` installs both on the root logger (gunicorn's own
+  loggers use them too, through ``gunicorn_conf.logconfig_dict``).
+
+Session ids are logged shortened (``session_tag``): the full id is a bearer
+credential for the session and does not belong in log files.
+
+Imports nothing from the project.
+"""
+from __future__ import annotations
+
+import contextvars
+import logging
+import os
+import re
+import sys
+import time
+
+import orjson
+
+REQUEST_ID = contextvars.ContextVar("mcp_request_id", default="")
+SESSION = contextvars.ContextVar("mcp_session", default="")
+SERVICE = contextvars.ContextVar("mcp_service", default="")
+
+#: Accepted client-supplied request ids: short, visible, no separators that could
+#: forge log fields or headers.
+_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+SESSION_TAG_LEN = 12
+#: LogRecord attributes that are not "extra" fields.
+_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime",
+                                                                                  "request_id", "session",
+                                                                                  "service"}
+
+
+def request_id_from(header: str | None) -> str:
+    """The client's ``X-Request-ID`` when it is a sane token, else a fresh random id."""
+    if header and _REQUEST_ID_RE.match(header):
+        return header
+    return os.urandom(16).hex()     # 128 random bits, like uuid4 but a third of the cost
+
+
+def session_tag(session_id: str | None) -> str:
+    """The loggable prefix of a session id (enough to correlate, not enough to use it)."""
+    return session_id[:SESSION_TAG_LEN] if session_id else ""
+
+
+def bind(request_id: str = "", session: str = "", service: str = ""):
+    """Set the logging context of the current request; returns tokens for ``reset``."""
+    return (REQUEST_ID.set(request_id), SESSION.set(session_tag(session)), SERVICE.set(service))
+
+
+def set_session(session_id: str) -> None:
+    """Record the session once it is known (initialize creates it mid-request)."""
+    SESSION.set(session_tag(session_id))
+
+
+def reset(tokens) -> None:
+    for var, token in zip((REQUEST_ID, SESSION, SERVICE), tokens):
+        try:
+            var.reset(token)
+        except ValueError:  # reset from another context (a generator closed elsewhere)
+            var.set("")
+
+
+class ContextFilter(logging.Filter):
+    """Adds ``request_id``, ``session`` and ``service`` to every record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = REQUEST_ID.get()
+        record.session = SESSION.get()
+        record.service = SERVICE.get()
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line; extra fields passed with ``extra=`` are kept."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+            "request_id": getattr(record, "request_id", "") or REQUEST_ID.get(),
+            "session": getattr(record, "session", "") or SESSION.get(),
+            "service": getattr(record, "service", "") or SERVICE.get(),
+            "pid": record.process,
+        }
+        for key, value in record.__dict__.items():
+            if key not in _STANDARD and not key.startswith("_"):
+                out[key] = value
+        if record.exc_info and record.exc_info[0] is not None:
+            exc = record.exc_info[1]
+            out["exc_type"] = record.exc_info[0].__name__
+            out["exc"] = str(exc).split("\n", 1)[0][:200]
+        return orjson.dumps(out, default=str).decode()
+
+
+def configure(level: str = "info", fmt: str = "json", stream=None) -> None:
+    """Route every logger through one handler on stderr (JSON or plain text)."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.addFilter(ContextFilter())
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter(
+            "%(asctime)s %(levelname)s %(name)s [%(request_id)s %(service)s %(session)s] %(message)s"))
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        if getattr(h, "_mcp_flask", False):
+            root.removeHandler(h)
+    handler._mcp_flask = True
+    root.addHandler(handler)
+    root.setLevel(level.upper())

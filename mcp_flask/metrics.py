@@ -1,0 +1,162 @@
+"""Prometheus metrics (prometheus-client), correct across gunicorn workers.
+
+Under gunicorn, ``gunicorn_conf`` points ``PROMETHEUS_MULTIPROC_DIR`` at a fresh
+per-run directory before any worker starts; every worker writes its samples
+there and ``/metrics`` (served by any worker) aggregates them with
+``MultiProcessCollector``.  Without that variable (tests, ``flask run``) the
+default in-process registry is used.  Dead workers' live gauges are removed by
+the ``child_exit`` hook (``mark_process_dead``).
+
+What is measured, and where:
+
+* ``mcp_requests_total{service,method,tool,outcome}`` and
+  ``mcp_request_duration_seconds{service,method}``: every JSON-RPC request,
+  by a wrapper around ``Protocol.handle`` / ``Protocol.initialize`` installed by
+  ``instrument_protocol`` (outcome: ``ok``, ``tool_error`` for ``isError``
+  results, ``error`` for JSON-RPC errors);
+* ``mcp_rows_returned_total{service,tool}``: rows tools report in ``call.audit``;
+* ``mcp_errors_total{service,kind}``: JSON-RPC error codes, tool error classes,
+  HTTP error statuses, store outages;
+* ``mcp_http_requests_total{service,http_method,status}``: every HTTP request
+  (the WSGI middleware);
+* ``mcp_requests_in_flight{service}``, ``mcp_sse_streams_open{service,kind}``, ``mcp_sessions_active``,
+  ``mcp_pool_connections{service,state}``: gauges.
+
+Per call the cost is two counter increments and one histogram observation.
+Imports only prometheus-client; the wiring lives in create_app.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram,
+                               generate_latest)
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+#: Latency buckets (seconds): from sub-millisecond metadata calls to long queries.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+REQUESTS = Counter("mcp_requests", "JSON-RPC requests served, by method, tool and outcome",
+                   ["service", "method", "tool", "outcome"])
+LATENCY = Histogram("mcp_request_duration_seconds", "Time to serve one JSON-RPC request",
+                    ["service", "method"], buckets=LATENCY_BUCKETS)
+ROWS = Counter("mcp_rows_returned", "Rows returned by tool calls", ["service", "tool"])
+ERRORS = Counter("mcp_errors", "Errors by kind (jsonrpc_<code>, tool_<class>, http_<status>, "
+                               "store_unavailable)", ["service", "kind"])
+HTTP = Counter("mcp_http_requests", "HTTP requests by method and status", ["service", "http_method", "status"])
+IN_FLIGHT = Gauge("mcp_requests_in_flight", "JSON-RPC requests being served right now", ["service"],
+                  multiprocess_mode="livesum")
+SSE_OPEN = Gauge("mcp_sse_streams_open", "Open SSE response streams (kind: get or post)",
+                 ["service", "kind"], multiprocess_mode="livesum")
+# Memory store: one worker, its own count; Redis store: every worker sees the global count.
+SESSIONS = Gauge("mcp_sessions_active", "Sessions alive in the session store", multiprocess_mode="livemax")
+POOL = Gauge("mcp_pool_connections", "Database pool connections (state: size, open, in_use, waiting)",
+             ["service", "state"], multiprocess_mode="livesum")
+
+
+def multiprocess() -> bool:
+    return bool(os.environ.get(MULTIPROC_ENV))
+
+
+def render() -> tuple[bytes, str]:
+    """The exposition text for every worker of this server, and its content type."""
+    if multiprocess():
+        from prometheus_client import multiprocess as mp
+        registry = CollectorRegistry()
+        mp.MultiProcessCollector(registry)
+    else:
+        from prometheus_client import REGISTRY as registry
+    return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+def update_gauges(services: dict, store) -> None:
+    """Refresh the sampled gauges (pool states, sessions) of this worker.
+
+    Called when /metrics is scraped and periodically by each worker, so the pool
+    code stays free of metrics calls on its hot path."""
+    for name, svc in services.items():
+        stats = svc.database.pool.stats()
+        for state in ("size", "open", "in_use", "waiting"):
+            if state in stats:
+                POOL.labels(name, state).set(stats[state])
+    try:
+        SESSIONS.set(store.count())
+    except Exception:  # noqa: BLE001 - a store outage is reported by /readyz, not here
+        pass
+
+
+def instrument_protocol(protocol) -> None:
+    """Count and time every request the protocol layer serves (wraps handle and initialize)."""
+    from .errors import ProtocolError
+
+    handle = protocol.handle
+    known = protocol.handlers
+    # Labelled children looked up once per label set: labels() takes a lock and builds tuples.
+    counters: dict = {}
+    histograms: dict = {}
+    in_flight: dict = {}
+    initialize = protocol.initialize
+    perf = time.perf_counter
+
+    def counted_handle(method, params, call):
+        started = perf()
+        service = call.service.name
+        outcome = "ok"
+        running = in_flight.get(service)
+        if running is None:
+            running = in_flight[service] = IN_FLIGHT.labels(service)
+        running.inc()
+        # Unknown methods share one label value: clients must not grow the label set.
+        label = method if method in known else "(unknown)"
+        try:
+            result = handle(method, params, call)
+            if method == "tools/call":
+                audit = call.audit
+                if isinstance(result, dict) and result.get("isError"):
+                    outcome = "tool_error"
+                    ERRORS.labels(service, "tool_" + str(audit.get("outcome", "error"))).inc()
+                rows = audit.get("rows")
+                if rows:
+                    ROWS.labels(service, audit.get("tool", "")).inc(rows)
+            return result
+        except ProtocolError as exc:
+            outcome = "error"
+            ERRORS.labels(service, f"jsonrpc_{exc.code}").inc()
+            raise
+        except BaseException:
+            outcome = "error"
+            ERRORS.labels(service, "internal").inc()
+            raise
+        finally:
+            tool = call.audit.get("tool", "") if method == "tools/call" else ""
+            if method == "tools/call" and not tool and isinstance(params, dict):
+                # An unknown tool: keep the label set bounded.
+                tool = "(unknown)"
+            running.dec()
+            key = (service, label, tool, outcome)
+            counter = counters.get(key)
+            if counter is None:
+                counter = counters[key] = REQUESTS.labels(*key)
+            counter.inc()
+            hist = histograms.get(key[:2])
+            if hist is None:
+                hist = histograms[key[:2]] = LATENCY.labels(service, label)
+            hist.observe(perf() - started)
+
+    def counted_initialize(params, service, session, access):
+        started = perf()
+        outcome = "ok"
+        try:
+            return initialize(params, service, session, access)
+        except ProtocolError as exc:
+            outcome = "error"
+            ERRORS.labels(service.name, f"jsonrpc_{exc.code}").inc()
+            raise
+        finally:
+            REQUESTS.labels(service.name, "initialize", "", outcome).inc()
+            LATENCY.labels(service.name, "initialize").observe(perf() - started)
+
+    protocol.handle = counted_handle
+    protocol.initialize = counted_initialize

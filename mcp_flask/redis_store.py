@@ -1,0 +1,508 @@
+"""The Redis-backed session store: many gunicorn workers, many hosts, one set of sessions.
+
+Implements the ``SessionStore`` interface documented in ``sessions.py`` (the
+in-memory store is the reference for one process).  Everything a session needs
+between requests lives in Redis, so any worker on any host can serve any request:
+
+=========================  ==============================================================
+key (after the prefix)      what it holds
+=========================  ==============================================================
+``s:<sid>``                 the session record (JSON), expiring after ``ttl`` idle seconds
+``idx``                     sorted set sid -> last seen (count, sessions_of, sweeping)
+``ev:<sid>``                a Redis stream: every SSE event of the session (field ``s`` =
+                            stream id, ``m`` = message), trimmed to the replay window; an
+                            entry ``t=end`` marks a deleted session (wakes GET listeners)
+``gc:<sid>``                the last stream entry the GET stream delivered (its cursor)
+``cancel``                  pub/sub channel: cancellations, read by every worker (the one
+                            running the call stops it)
+``exp:<sid>:<rid>``         marks a server-to-client request waiting for its response
+``resp:<sid>:<rid>``        list receiving that response (BLPOP by the waiting worker)
+``tb:<key>``                token bucket of one rate-limit key (updated by a Lua script)
+``svc:<service>``           a Redis stream: the service's broadcast channel (list_changed,
+                            resources/updated) read by 2026-07-28 listen streams
+=========================  ==============================================================
+
+Event ids are ``<stream id>_<stream entry id>`` (entry ids are ``<ms>-<seq>``, unique
+and ordered within the session), so ``Last-Event-ID`` names both the stream to resume
+and the position in it, even on another worker.
+
+Blocking reads (XREAD BLOCK, BLPOP) and the cancellation subscriber use redis-py
+over the standard socket module, which gevent patches: they yield to other
+greenlets instead of blocking the worker.
+
+When Redis cannot be reached every method raises ``SessionStoreUnavailable``, an
+``HttpError`` the transport answers with 503 and a JSON-RPC error body; the
+connection pool reconnects by itself once Redis is back.
+
+Imports ``errors``, ``encoding`` and ``sessions`` from the project, plus redis-py.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+import time
+from contextlib import contextmanager
+
+import orjson
+import redis
+
+from . import encoding
+from .errors import HttpError
+from .sessions import GET_STREAM, Session, _key
+
+log = logging.getLogger("mcp_flask.redis_store")
+
+#: JSON-RPC "server error" code (implementation-defined range) for an unreachable store.
+STORE_UNAVAILABLE = -32000
+_ENTRY_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
+#: Longest single blocking read; the blocking client's socket timeout is this plus a margin,
+#: so a Redis host that vanished without closing the connection is noticed.
+MAX_BLOCK_S = 60.0
+#: Longest single XREAD of a GET-stream listener (see ``listen``).
+LISTEN_SLICE_MS = 5000
+
+# Token bucket: KEYS[1] = bucket hash; ARGV = capacity, refill per second.
+# Time comes from the Redis server (one clock for every worker and host).
+_TAKE_TOKEN = """
+local cap = tonumber(ARGV[1])
+local rate = tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local b = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
+local tokens = tonumber(b[1])
+local ts = tonumber(b[2])
+if tokens == nil then
+  tokens = cap
+  ts = now
+end
+tokens = math.min(cap, tokens + (now - ts) * rate)
+local ok = 0
+if tokens >= 1 then
+  tokens = tokens - 1
+  ok = 1
+end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
+redis.call('PEXPIRE', KEYS[1], math.ceil(cap / rate * 1000) + 1000)
+return ok
+"""
+
+# Deliver a response only to a request somebody is waiting for (no junk keys from
+# unsolicited or late responses).  KEYS: exp, resp; ARGV: message, ttl ms.
+_DELIVER = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('RPUSH', KEYS[2], ARGV[1])
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+return 1
+"""
+
+# Queue a GET-stream message only while the session exists.  KEYS: record, events;
+# ARGV: stream id, message, minid, ttl ms.  Returns the entry id or false.
+_PUBLISH = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+local id = redis.call('XADD', KEYS[2], 'MINID', '~', ARGV[3], '*', 's', ARGV[1], 'm', ARGV[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
+return id
+"""
+
+
+class SessionStoreUnavailable(HttpError):
+    """Redis cannot be reached: the request is answered 503 and may be retried."""
+
+    def __init__(self):
+        super().__init__(503, "Service Unavailable: the session store (Redis) cannot be reached; "
+                              "retry shortly", code=STORE_UNAVAILABLE, headers={"Retry-After": "2"})
+
+
+@contextmanager
+def _available():
+    """Turn redis-py's connection failures into one clear, client-safe error."""
+    try:
+        yield
+    except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError, OSError) as exc:
+        log.warning("session store unavailable: %s", type(exc).__name__)
+        raise SessionStoreUnavailable() from None
+    except redis.ResponseError as exc:
+        # e.g. MISCONF / READONLY replica: Redis answers but cannot serve us.
+        log.warning("session store refused a command: %s", str(exc).split("\n", 1)[0][:120])
+        raise SessionStoreUnavailable() from None
+
+
+def _loads(raw):
+    return orjson.loads(raw)
+
+
+class RedisSessionStore:
+    """Sessions shared by every worker and host that points at the same Redis and prefix."""
+
+    def __init__(self, url: str, ttl: float, *, prefix: str = "mcp-flask:", replay_window: float = 300.0,
+                 socket_timeout: float = 5.0, max_connections: int = 1000):
+        self.ttl = float(ttl)
+        self.ttl_ms = max(1, int(self.ttl * 1000))
+        self.replay_window_ms = max(1000, int(replay_window * 1000))
+        self.prefix = prefix
+        self.url = url
+        common = dict(socket_connect_timeout=socket_timeout, socket_keepalive=True,
+                      health_check_interval=30, max_connections=max_connections)
+        # Two pools: short commands time out quickly; blocking reads need a longer socket timeout.
+        self.r = redis.Redis.from_url(url, socket_timeout=socket_timeout, **common)
+        self.rb = redis.Redis.from_url(url, socket_timeout=MAX_BLOCK_S + 10, **common)
+        self._take_token = self.r.register_script(_TAKE_TOKEN)
+        self._deliver = self.r.register_script(_DELIVER)
+        self._publish = self.r.register_script(_PUBLISH)
+        self._idx = prefix + "idx"
+        # Calls running in this process (scopes cannot leave it); the cancellation subscriber.
+        self._calls: dict[tuple, object] = {}
+        self._lock = threading.Lock()
+        self._subscriber = None
+        self._closing = False
+
+    # ------------------------------------------------------------------ keys
+    def _k(self, kind: str, sid: str) -> str:
+        return f"{self.prefix}{kind}:{sid}"
+
+    def _cutoff_ms(self) -> str:
+        return str(max(0, int(time.time() * 1000) - self.replay_window_ms))
+
+    def _events_ttl(self) -> int:
+        return self.ttl_ms + self.replay_window_ms
+
+    # ------------------------------------------------------------------ health and lifecycle
+    def ping(self) -> dict:
+        """Reachability for /readyz and ``mcp-flask check``: {"ok", "error"?, "latency_ms"?}."""
+        started = time.perf_counter()
+        try:
+            self.r.ping()
+        except redis.RedisError as exc:
+            return {"ok": False, "error": f"Redis cannot be reached ({type(exc).__name__})"}
+        return {"ok": True, "latency_ms": round((time.perf_counter() - started) * 1000, 3)}
+
+    def shutdown(self) -> None:
+        """The worker is stopping: end GET streams now (their clients reconnect elsewhere).
+
+        Closing the blocking pool's sockets makes every greenlet blocked in XREAD/BLPOP
+        return; ``listen`` then answers None so the transport ends the stream.
+        """
+        self._closing = True
+        try:
+            self.rb.connection_pool.disconnect(inuse_connections=True)
+        except Exception:  # noqa: BLE001 - best effort during shutdown
+            log.debug("closing blocking connections failed", exc_info=True)
+
+    def close(self) -> None:
+        self.shutdown()
+        self.r.connection_pool.disconnect()
+
+    # ------------------------------------------------------------------ records
+    def create(self, session: Session) -> Session:
+        now = time.time()
+        session.created = session.last_seen = now
+        with _available():
+            p = self.r.pipeline(transaction=False)
+            p.set(self._k("s", session.id), encoding.dumps(session.to_dict()), px=self.ttl_ms)
+            p.zadd(self._idx, {session.id: now})
+            p.execute()
+        return session
+
+    def get(self, session_id: str) -> Session | None:
+        """The live session (its idle clock restarted), or None if unknown or expired."""
+        now = time.time()
+        with _available():
+            p = self.r.pipeline(transaction=False)
+            p.getex(self._k("s", session_id), px=self.ttl_ms)
+            p.zadd(self._idx, {session_id: now}, xx=True)
+            raw, _ = p.execute()
+        if raw is None:
+            return None
+        s = Session.from_dict(_loads(raw))
+        s.last_seen = now
+        return s
+
+    def save(self, session: Session) -> None:
+        """Persist changes made to a record (only while it exists: a deleted session stays deleted)."""
+        with _available():
+            self.r.set(self._k("s", session.id), encoding.dumps(session.to_dict()), px=self.ttl_ms, xx=True)
+
+    def delete(self, session_id: str) -> bool:
+        with _available():
+            p = self.r.pipeline(transaction=False)
+            p.delete(self._k("s", session_id), self._k("gc", session_id))
+            p.zrem(self._idx, session_id)
+            # The end marker wakes GET listeners on every worker; the events go soon after.
+            p.xadd(self._k("ev", session_id), {"t": "end"})
+            p.pexpire(self._k("ev", session_id), 10_000)
+            deleted = p.execute()[0]
+        return deleted > 0
+
+    def count(self) -> int:
+        with _available():
+            p = self.r.pipeline(transaction=False)
+            p.zremrangebyscore(self._idx, "-inf", f"({time.time() - self.ttl}")
+            p.zcard(self._idx)
+            return int(p.execute()[1])
+
+    def sessions_of(self, service: str) -> list[Session]:
+        out = []
+        with _available():
+            sids = self.r.zrangebyscore(self._idx, time.time() - self.ttl, "+inf")
+            for i in range(0, len(sids), 500):
+                chunk = sids[i:i + 500]
+                for raw in self.r.mget([self._k("s", sid.decode()) for sid in chunk]):
+                    if raw is not None:
+                        s = Session.from_dict(_loads(raw))
+                        if s.service == service:
+                            out.append(s)
+        return out
+
+    # ------------------------------------------------------------------ SSE events and replay
+    def append_event(self, session_id: str, stream_id, message) -> str:
+        """Record a message sent on a stream; its SSE event id (``<stream>_<entry>``).
+
+        ``message`` may be None (a priming event: an id with no data); replay skips it."""
+        stream = str(stream_id)
+        key = self._k("ev", session_id)
+        with _available():
+            p = self.r.pipeline(transaction=False)
+            p.xadd(key, {"s": stream, "m": encoding.dumps(message)}, minid=self._cutoff_ms(), approximate=True)
+            p.pexpire(key, self._events_ttl())
+            entry = p.execute()[0]
+        return f"{stream}_{entry.decode()}"
+
+    def events_after(self, session_id: str, last_event_id: str):
+        """``(stream_id, [(event_id, message)])`` sent on that stream after ``last_event_id``.
+
+        ``(None, [])`` for an id this store did not issue."""
+        stream, sep, entry = (last_event_id or "").rpartition("_")
+        if not sep or not _ENTRY_ID.match(entry):
+            return None, []
+        out = []
+        with _available():
+            rows = self.r.xrange(self._k("ev", session_id), min="(" + entry, max="+")
+        want = stream.encode()
+        for eid, fields in rows:
+            # Priming events (message None, stored as JSON null) keep their id but are not replayed.
+            if fields.get(b"s") == want and fields.get(b"m", b"null") != b"null":
+                out.append((f"{stream}_{eid.decode()}", _loads(fields[b"m"])))
+        return stream, out
+
+    # ------------------------------------------------------------------ GET stream messages
+    def publish(self, session_id: str, message: dict):
+        """Queue a server-to-client message for the session's GET stream (any worker's).
+
+        Returns its event id, or None when the session does not exist."""
+        with _available():
+            entry = self._publish(keys=[self._k("s", session_id), self._k("ev", session_id)],
+                                  args=[GET_STREAM, encoding.dumps(message), self._cutoff_ms(),
+                                        self._events_ttl()])
+        return f"{GET_STREAM}_{entry.decode()}" if entry else None
+
+    def listen(self, session_id: str, timeout: float):
+        """Wait up to ``timeout`` for GET-stream messages.
+
+        ``[(event_id, message)]``; [] on timeout; None once the session is gone (or this
+        worker is shutting down, so the client reconnects to another one)."""
+        if self._closing:
+            return None
+        ev, gc = self._k("ev", session_id), self._k("gc", session_id)
+        deadline = time.monotonic() + min(timeout, MAX_BLOCK_S)
+        try:
+            with _available():
+                cursor = self.r.get(gc) or b"0-0"
+                while not self._closing:
+                    left_ms = int((deadline - time.monotonic()) * 1000)
+                    if left_ms <= 0:
+                        break
+                    # Blocks in slices, so a shutdown that raced past the socket close still
+                    # ends the stream within a slice.
+                    got = self.rb.xread({ev: cursor}, count=100, block=min(left_ms, LISTEN_SLICE_MS))
+                    if not got:
+                        break
+                    out = []
+                    for eid, fields in got[0][1]:
+                        cursor = eid
+                        if fields.get(b"t") == b"end":
+                            return None
+                        if fields.get(b"s") == b"get" and fields.get(b"m", b"null") != b"null":
+                            out.append((f"{GET_STREAM}_{eid.decode()}", _loads(fields[b"m"])))
+                    self.r.set(gc, cursor, px=self._events_ttl())
+                    if out:
+                        return out
+                if self._closing or not self.r.exists(self._k("s", session_id)):
+                    return None
+                return []
+        except Exception:
+            # shutdown() closed the socket under a blocked read (redis-py may then raise
+            # anything from ConnectionError to ValueError): end the stream quietly.
+            if self._closing:
+                return None
+            raise
+
+    # ------------------------------------------------------------------ service-wide notifications
+    #: Most broadcasts kept per service channel (listen streams are not resumable).
+    CHANNEL_LEN = 1000
+
+    def broadcast(self, service: str, message: dict) -> None:
+        """Send ``message`` to every session of ``service`` (only subscribers of the URI for
+        ``notifications/resources/updated``) and to its channel, read by every worker."""
+        updated_uri = None
+        if message.get("method") == "notifications/resources/updated":
+            updated_uri = (message.get("params") or {}).get("uri")
+        for session in self.sessions_of(service):
+            if updated_uri is None or updated_uri in session.subscriptions:
+                self.publish(session.id, message)
+        with _available():
+            self.r.xadd(self._k("svc", service), {"m": encoding.dumps(message)},
+                        maxlen=self.CHANNEL_LEN, approximate=True)
+
+    def service_cursor(self, service: str) -> str:
+        """The channel position now: listening from here sees only later broadcasts."""
+        with _available():
+            last = self.r.xrevrange(self._k("svc", service), count=1)
+        return last[0][0].decode() if last else "0-0"
+
+    def listen_service(self, service: str, cursor, timeout: float):
+        """``(cursor, [message])`` broadcast to ``service`` after ``cursor``, waiting up to ``timeout``."""
+        cursor = str(cursor or "0-0")
+        if not _ENTRY_ID.match(cursor):
+            cursor = "0-0"
+        if self._closing:
+            return cursor, []
+        try:
+            with _available():
+                got = self.rb.xread({self._k("svc", service): cursor}, count=self.CHANNEL_LEN,
+                                    block=max(1, int(min(timeout, MAX_BLOCK_S) * 1000)))
+        except Exception:
+            if self._closing:
+                return cursor, []
+            raise
+        out = []
+        for eid, fields in (got[0][1] if got else ()):
+            cursor = eid.decode()
+            out.append(_loads(fields[b"m"]))
+        return cursor, out
+
+    # ------------------------------------------------------------------ calls in flight
+    # Calls are tracked in this process only: a call's scope (its connection) cannot leave
+    # it, and writing every call to Redis would cost two round trips per call for the rare
+    # cancellation.  A cancellation for a call not running here is published on one
+    # channel every worker subscribes to; the worker running the call stops it.
+
+    def _ensure_subscriber(self) -> None:
+        pid = os.getpid()
+        if self._subscriber is not None and self._subscriber[1] == pid:
+            return
+        with self._lock:
+            if self._subscriber is not None and self._subscriber[1] == pid:
+                return
+            ready = threading.Event()            # a new subscriber per process (after a fork)
+            t = threading.Thread(target=self._cancel_loop, args=(self.prefix + "cancel", ready),
+                                 name="mcp-flask-cancel", daemon=True)
+            self._subscriber = (t, pid)
+            t.start()
+        # Once per worker: wait (briefly) until subscribed, so a cancellation published
+        # right after this call starts is not missed.
+        ready.wait(2.0)
+
+    def _cancel_loop(self, channel: str, ready: threading.Event) -> None:
+        """Receive cancellations published by other workers; reconnect when Redis drops."""
+        backoff = 0.5
+        while not self._closing:
+            pubsub = self.rb.pubsub()
+            try:
+                pubsub.subscribe(channel)
+                backoff = 0.5
+                while not self._closing:
+                    msg = pubsub.get_message(timeout=MAX_BLOCK_S)
+                    if msg is None:
+                        continue
+                    if msg.get("type") == "subscribe":
+                        ready.set()
+                    if msg.get("type") != "message":
+                        continue
+                    try:
+                        sid, rkey = _loads(msg["data"])
+                    except (ValueError, TypeError):
+                        continue
+                    with self._lock:
+                        scope = self._calls.get((sid, rkey))
+                    if scope is not None:
+                        scope.cancel()
+            except Exception:  # noqa: BLE001 - Redis went away: retry until it returns
+                if self._closing:
+                    return
+                log.warning("cancellation channel lost; reconnecting")
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+            finally:
+                try:
+                    pubsub.close()
+                except Exception:  # noqa: BLE001
+                    pass
+
+    def track_call(self, session_id: str, request_id, scope) -> None:
+        self._ensure_subscriber()
+        with self._lock:
+            self._calls[(session_id, _key(request_id))] = scope
+
+    def untrack_call(self, session_id: str, request_id) -> None:
+        with self._lock:
+            self._calls.pop((session_id, _key(request_id)), None)
+
+    def cancel_call(self, session_id: str, request_id) -> bool:
+        """Cancel the call wherever it runs.
+
+        True when it runs here (and is now cancelled), or when the cancellation reached
+        the other workers (the one running the call stops it; unknown ids are ignored)."""
+        rkey = _key(request_id)
+        with self._lock:
+            scope = self._calls.get((session_id, rkey))
+        if scope is not None:
+            scope.cancel()
+            return True
+        with _available():
+            receivers = self.r.publish(self.prefix + "cancel", orjson.dumps([session_id, rkey]))
+        return receivers > 0
+
+    def calls_in_flight(self, session_id: str) -> int:
+        """Calls of the session running in this worker."""
+        with self._lock:
+            return sum(1 for (sid, _) in self._calls if sid == session_id)
+
+    # ------------------------------------------------------------------ server-to-client requests
+    def _rkeys(self, session_id: str, request_id) -> tuple[str, str]:
+        rkey = _key(request_id)
+        return self._k("exp", f"{session_id}:{rkey}"), self._k("resp", f"{session_id}:{rkey}")
+
+    def expect_response(self, session_id: str, request_id) -> None:
+        """Register interest in the client's answer before sending the request."""
+        exp, _ = self._rkeys(session_id, request_id)
+        with _available():
+            self.r.set(exp, b"1", px=self.ttl_ms)
+
+    def deliver_response(self, session_id: str, request_id, message: dict) -> bool:
+        """The client answered (on any worker); False when nobody waits for it."""
+        exp, resp = self._rkeys(session_id, request_id)
+        with _available():
+            return bool(self._deliver(keys=[exp, resp], args=[encoding.dumps(message), self.ttl_ms]))
+
+    def wait_response(self, session_id: str, request_id, timeout: float):
+        """The client's response message, or None after ``timeout`` seconds (interest then ends)."""
+        exp, resp = self._rkeys(session_id, request_id)
+        try:
+            with _available():
+                got = self.rb.blpop([resp], timeout=max(0.01, min(timeout, MAX_BLOCK_S)))
+        finally:
+            try:
+                self.r.delete(exp, resp)
+            except redis.RedisError:
+                pass
+        return _loads(got[1]) if got else None
+
+    # ------------------------------------------------------------------ rate limits
+    def take_token(self, key: str, per_minute: int) -> bool:
+        """One token from ``key``'s bucket (capacity ``per_minute``, refilled continuously)."""
+        if per_minute <= 0:
+            return True
+        with _available():
+            return bool(self._take_token(keys=[self._k("tb", key)], args=[per_minute, per_minute / 60.0]))

@@ -1,0 +1,236 @@
+"""Real gunicorn with two gevent workers sharing sessions through Redis.
+
+Each request goes out on a fresh connection so the kernel spreads them over
+both workers; the structured log (one JSON line per request, with the worker's
+pid, the request id we sent and the session) shows which worker served what.
+Also: metrics summed over workers, graceful SIGTERM / HUP during a slow call,
+and the refusal to run several workers without Redis.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+import httpx
+import pytest
+
+from conftest import ROOT
+from redis_helpers import RedisScope
+
+pytestmark = [pytest.mark.gunicorn, pytest.mark.slow]
+
+ACCEPT = "application/json, text/event-stream"
+
+
+@pytest.fixture
+def redis_scope():
+    s = RedisScope()
+    yield s
+    s.cleanup()
+
+
+def config_for(db: str, **service) -> str:
+    extra = "".join(f"{k} = {v}\n" for k, v in service.items())
+    return f'[services.demo]\nurl = "sqlite:///{db}"\n{extra}'
+
+
+def redis_env(scope: RedisScope, **more) -> dict:
+    env = {"MCP_FLASK_REDIS_URL": scope.url, "MCP_FLASK_REDIS_PREFIX": scope.prefix,
+           "MCP_FLASK_LOG_FORMAT": "json", "MCP_FLASK_LOG_LEVEL": "info"}
+    env.update(more)
+    return env
+
+
+class Session:
+    """A plain-HTTP MCP session: one new connection per request (spreads over workers)."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self.sid = None
+        self.version = "2025-11-25"
+        self.n = 0
+        self.request_ids: list[str] = []
+
+    def post(self, msg: dict, request_id: str | None = None, timeout: float = 30.0) -> httpx.Response:
+        rid = request_id or uuid.uuid4().hex
+        self.request_ids.append(rid)
+        headers = {"Content-Type": "application/json", "Accept": ACCEPT, "X-Request-ID": rid,
+                   "Connection": "close"}
+        if self.sid:
+            headers.update({"Mcp-Session-Id": self.sid, "MCP-Protocol-Version": self.version})
+        r = httpx.post(self.url, content=json.dumps(msg), headers=headers, timeout=timeout)
+        assert r.headers.get("X-Request-ID") == rid
+        return r
+
+    def initialize(self) -> None:
+        r = self.post({"jsonrpc": "2.0", "id": 0, "method": "initialize",
+                       "params": {"protocolVersion": self.version, "capabilities": {},
+                                  "clientInfo": {"name": "pytest", "version": "1"}}})
+        assert r.status_code == 200, r.text
+        self.sid = r.headers["Mcp-Session-Id"]
+        assert self.post({"jsonrpc": "2.0", "method": "notifications/initialized"}).status_code == 202
+
+    def rpc(self, method: str, params=None, **kw) -> dict:
+        self.n += 1
+        msg = {"jsonrpc": "2.0", "id": self.n, "method": method}
+        if params is not None:
+            msg["params"] = params
+        r = self.post(msg, **kw)
+        assert r.status_code == 200, (r.status_code, r.text)
+        return r.json()
+
+    def tool(self, name: str, args=None, **kw) -> dict:
+        body = self.rpc("tools/call", {"name": name, "arguments": args or {}}, **kw)
+        assert "result" in body, body
+        return body["result"]
+
+
+def json_lines(text: str) -> list[dict]:
+    out = []
+    for line in text.splitlines():
+        if line.startswith("{"):
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                pass
+    return out
+
+
+def metric_value(text: str, name: str, **labels) -> float:
+    """The value of one sample in Prometheus exposition text (0 when absent)."""
+    from prometheus_client.parser import text_string_to_metric_families
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                total += sample.value
+    return total
+
+
+def poll(predicate, deadline_s=15.0, every=0.05):
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError("condition not met before the deadline")
+
+
+# ---------------------------------------------------------------------------- refusal
+def test_several_workers_without_redis_refuse_to_start(tmp_path, demo_db):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(config_for(demo_db))
+    env = {k: v for k, v in os.environ.items() if k != "MCP_FLASK_REDIS_URL"}
+    p = subprocess.run([sys.executable, "-m", "mcp_flask.cli", "serve", "--config", str(cfg),
+                        "--bind", "127.0.0.1:1", "--workers", "2"],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert p.returncode != 0
+    assert "Redis" in p.stderr and "MCP_FLASK_REDIS_URL" in p.stderr
+
+
+# ---------------------------------------------------------------------------- one session, two workers
+def test_session_spreads_over_workers_with_exact_metrics_and_logs(start_server, demo_db, redis_scope):
+    server = start_server(config_for(demo_db), workers=2, env=redis_env(redis_scope))
+    s = Session(server.url())
+    s.initialize()
+    calls = 30
+    for _ in range(calls):
+        result = s.tool("get_tables")
+        assert result["isError"] is False
+    for _ in range(5):
+        assert s.rpc("ping")["result"] == {}
+    bad = s.tool("get_table_schema", {"tableName": "no_such_table"})
+    assert bad["isError"] is True
+    assert s.rpc("no/such/method")["error"]["code"] == -32601
+
+    # Which worker served which request: the structured access log says.
+    def served():
+        lines = [l for l in json_lines(server.output())
+                 if l.get("logger") == "mcp_flask.access" and l.get("request_id") in set(s.request_ids)]
+        return lines if len(lines) == len(s.request_ids) else None
+    lines = poll(served)
+    assert len({l["pid"] for l in lines}) == 2, "both workers must have served the session"
+    for l in lines:
+        assert l["service"] == "demo" and l["session"] == s.sid[:12] and l["status"] in (200, 202)
+        assert len(l["session"]) < len(s.sid)          # the full id (a credential) is not logged
+
+    text = httpx.get(server.base + "/metrics", timeout=10).text
+    m = lambda **kw: metric_value(text, "mcp_requests_total", service="demo", **kw)  # noqa: E731
+    assert m(method="initialize", outcome="ok") == 1
+    assert m(method="tools/call", tool="get_tables", outcome="ok") == calls
+    assert m(method="tools/call", tool="get_table_schema", outcome="tool_error") == 1
+    assert m(method="ping", outcome="ok") == 5
+    assert m(method="(unknown)", outcome="error") == 1
+    assert metric_value(text, "mcp_request_duration_seconds_count", service="demo",
+                        method="tools/call") == calls + 1
+    assert metric_value(text, "mcp_errors_total", service="demo", kind="jsonrpc_-32601") == 1
+    assert metric_value(text, "mcp_http_requests_total", service="demo", http_method="POST",
+                        status="200") == calls + 5 + 3
+    assert metric_value(text, "mcp_sessions_active") >= 1
+    assert metric_value(text, "mcp_pool_connections", service="demo", state="size") >= 10
+
+
+# ---------------------------------------------------------------------------- graceful restarts
+def _slow_write(s: Session, name: str, box: dict):
+    try:
+        box["result"] = s.tool("create_records", {"tableName": "categories", "records": [{"name": name}]},
+                               request_id=f"slow-{name}", timeout=60)
+    except Exception as exc:  # noqa: BLE001 - reported by the assertions
+        box["error"] = exc
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGHUP"])
+def test_signal_during_an_in_flight_call_lets_it_finish(start_server, demo_db, redis_scope, sig):
+    server = start_server(config_for(demo_db, connect_timeout=30), workers=2,
+                          env=redis_env(redis_scope, MCP_FLASK_GRACEFUL_TIMEOUT="30"))
+    s = Session(server.url())
+    s.initialize()
+    stream = httpx.Client(timeout=30)
+    get = stream.stream("GET", server.url(), headers={"Accept": "text/event-stream", "Mcp-Session-Id": s.sid,
+                                                      "MCP-Protocol-Version": s.version})
+    response = get.__enter__()
+    assert response.status_code == 200
+    lock = sqlite3.connect(demo_db, isolation_level=None)
+    lock.execute("BEGIN IMMEDIATE")
+    box: dict = {}
+    name = f"graceful-{sig}"
+    t = threading.Thread(target=_slow_write, args=(s, name, box), daemon=True)
+    try:
+        t.start()
+        # In flight: the other worker's /metrics sees it (multiprocess gauges).
+        poll(lambda: metric_value(httpx.get(server.base + "/metrics", timeout=10).text,
+                                  "mcp_requests_in_flight", service="demo") == 1)
+        os.kill(server.proc.pid, getattr(signal, sig))
+        poll(lambda: f"Handling signal: {sig[3:].lower()}" in server.output())
+        if sig == "SIGHUP":
+            # New workers come up while the old ones finish; new requests keep working.
+            poll(lambda: server.output().count("Booting worker") >= 4)
+            for _ in range(5):
+                assert s.rpc("ping")["result"] == {}
+    finally:
+        lock.execute("COMMIT")
+    t.join(60)
+    assert "error" not in box, box
+    assert box["result"]["isError"] is False, box["result"]
+    count = sqlite3.connect(demo_db).execute(
+        "SELECT count(*) FROM categories WHERE name = ?", (name,)).fetchone()[0]
+    assert count == 1
+    # The GET stream of a retiring worker is ended (not cut) so the client reconnects.
+    if sig == "SIGTERM":
+        started = time.monotonic()
+        chunks = b"".join(response.iter_bytes())
+        assert time.monotonic() - started < 20
+        assert b": stream open" in chunks
+        server.proc.wait(30)
+        statuses = [l["status"] for l in json_lines(server.output()) if l.get("logger") == "mcp_flask.access"]
+        assert statuses and all(st < 500 for st in statuses), statuses
+    get.__exit__(None, None, None)
+    stream.close()

@@ -1,0 +1,356 @@
+"""RedisSessionStore against a real Redis: every method of the SessionStore interface.
+
+Two store objects on the same prefix stand for two workers (each has its own
+worker id, cancellation channel and local call table), so everything that must
+cross workers is exercised across them.  Each test has its own key prefix and
+deletes its keys; the outage tests run a private redis-server they kill.
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from mcp_flask.database import CallScope
+from mcp_flask.redis_store import RedisSessionStore, SessionStoreUnavailable
+from mcp_flask.sessions import Session, new_session_id
+from redis_helpers import RedisScope, ThrowawayRedis
+
+
+@pytest.fixture
+def scope():
+    s = RedisScope()
+    yield s
+    s.cleanup()
+
+
+@pytest.fixture
+def stores(scope):
+    """Two 'workers' sharing one Redis prefix."""
+    made = [RedisSessionStore(scope.url, ttl=60, prefix=scope.prefix) for _ in range(2)]
+    yield made
+    for s in made:
+        s.close()
+
+
+def new_session(store, service="demo", **kw) -> Session:
+    return store.create(Session(id=new_session_id(), service=service, protocol_version="2025-11-25", **kw))
+
+
+def poll(predicate, deadline_s=5.0, every=0.02):
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError("condition not met before the deadline")
+
+
+def in_thread(fn, *args):
+    box = {}
+
+    def run():
+        box["value"] = fn(*args)
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t, box
+
+
+# ---------------------------------------------------------------------------- records
+def test_record_round_trip_across_workers(stores):
+    a, b = stores
+    s = new_session(a, role="reader", credential="k1", client_info={"name": "x"})
+    got = b.get(s.id)
+    assert got is not None and got.service == "demo" and got.role == "reader" and got.credential == "k1"
+    assert got.client_info == {"name": "x"} and got.initialized is False
+    got.initialized = True
+    got.log_level = "info"
+    got.subscriptions.add("db://demo/tables")
+    b.save(got)
+    again = a.get(s.id)
+    assert again.initialized is True and again.log_level == "info"
+    assert again.subscriptions == {"db://demo/tables"}
+    assert a.get("no-such-session") is None
+
+
+def test_delete_is_seen_everywhere_and_save_does_not_resurrect(stores):
+    a, b = stores
+    s = new_session(a)
+    assert b.delete(s.id) is True
+    assert a.get(s.id) is None
+    assert b.delete(s.id) is False
+    a.save(s)                       # a late save from a worker still holding the record
+    assert b.get(s.id) is None
+
+
+def test_idle_ttl_expires_and_get_restarts_the_clock(scope):
+    store = RedisSessionStore(scope.url, ttl=0.6, prefix=scope.prefix)
+    try:
+        kept = new_session(store)
+        idle = new_session(store)
+        end = time.monotonic() + 1.5
+        while time.monotonic() < end:     # keep one session busy for well past its TTL
+            assert store.get(kept.id) is not None
+            time.sleep(0.1)
+        assert store.get(idle.id) is None
+        assert store.get(kept.id) is not None
+    finally:
+        store.close()
+
+
+def test_count_and_sessions_of(stores):
+    a, b = stores
+    s1, s2 = new_session(a, "demo"), new_session(b, "demo")
+    s3 = new_session(a, "other")
+    assert a.count() == 3 and b.count() == 3
+    assert {s.id for s in b.sessions_of("demo")} == {s1.id, s2.id}
+    assert [s.id for s in a.sessions_of("other")] == [s3.id]
+    a.delete(s1.id)
+    assert b.count() == 2
+
+
+# ---------------------------------------------------------------------------- events and replay
+def test_append_event_and_replay_per_stream(stores):
+    a, b = stores
+    s = new_session(a)
+    ids = [a.append_event(s.id, "post-7", {"n": i}) for i in range(3)]
+    other = b.append_event(s.id, "post-8", {"n": 99})
+    assert len(set(ids + [other])) == 4
+    stream, events = b.events_after(s.id, ids[0])
+    assert stream == "post-7"
+    assert [m for _, m in events] == [{"n": 1}, {"n": 2}]
+    assert [e for e, _ in events] == ids[1:]
+    stream, events = a.events_after(s.id, ids[-1])
+    assert stream == "post-7" and events == []
+    assert a.events_after(s.id, "forged-id") == (None, [])
+    assert a.events_after(s.id, "post-7_1-x") == (None, [])
+
+
+def test_publish_reaches_a_listener_on_another_worker(stores):
+    a, b = stores
+    s = new_session(a)
+    t, box = in_thread(b.listen, s.id, 10)
+    time.sleep(0.05)  # not a wait for a result: lets the listener block first (either order must work)
+    event_id = a.publish(s.id, {"jsonrpc": "2.0", "method": "notifications/message", "params": {"n": 1}})
+    t.join(5)
+    assert not t.is_alive()
+    assert box["value"] == [(event_id, {"jsonrpc": "2.0", "method": "notifications/message",
+                                        "params": {"n": 1}})]
+    # Replay of the GET stream works from any worker.
+    later = b.publish(s.id, {"n": 2})
+    assert a.events_after(s.id, event_id) == ("get", [(later, {"n": 2})])
+
+
+def test_listen_delivers_queued_messages_once_across_workers(stores):
+    a, b = stores
+    s = new_session(a)
+    a.publish(s.id, {"n": 1})
+    a.append_event(s.id, "post-1", {"not": "for the GET stream"})
+    a.publish(s.id, {"n": 2})
+    assert [m for _, m in b.listen(s.id, 1)] == [{"n": 1}, {"n": 2}]
+    a.publish(s.id, {"n": 3})
+    assert [m for _, m in a.listen(s.id, 1)] == [{"n": 3}]     # the cursor is shared
+    assert b.listen(s.id, 0.2) == []
+
+
+def test_listen_ends_when_the_session_is_deleted_elsewhere(stores):
+    a, b = stores
+    s = new_session(a)
+    t, box = in_thread(b.listen, s.id, 30)
+    time.sleep(0.05)
+    started = time.monotonic()
+    a.delete(s.id)
+    t.join(5)
+    assert box["value"] is None and time.monotonic() - started < 5
+    assert b.publish(s.id, {"n": 1}) is None
+    assert b.listen("unknown-session", 0.1) is None
+
+
+def test_shutdown_wakes_blocked_listeners(stores):
+    a, b = stores
+    s = new_session(a)
+    t, box = in_thread(b.listen, s.id, 30)
+    time.sleep(0.05)
+    b.shutdown()
+    t.join(10)
+    assert not t.is_alive() and box["value"] is None
+    assert a.listen(s.id, 0.1) == []           # other workers are unaffected
+
+
+def test_priming_events_keep_their_id_but_are_not_replayed(stores):
+    a, b = stores
+    s = new_session(a)
+    priming = a.append_event(s.id, "p_1", None)             # stream ids may contain "_"
+    first = a.append_event(s.id, "p_1", {"n": 1})
+    assert b.events_after(s.id, priming) == ("p_1", [(first, {"n": 1})])
+    assert b.events_after(s.id, first) == ("p_1", [])
+
+
+def test_broadcast_reaches_sessions_and_service_listeners_on_every_worker(stores):
+    a, b = stores
+    watcher = new_session(a)
+    watcher.subscriptions.add("db://demo/customers")
+    a.save(watcher)
+    bystander = new_session(a)
+    elsewhere = new_session(a, "other")
+    cursor = b.service_cursor("demo")
+    t, box = in_thread(b.listen_service, "demo", cursor, 10)
+    time.sleep(0.05)
+    changed = {"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}
+    a.broadcast("demo", changed)
+    t.join(5)
+    cursor2, got = box["value"]
+    assert got == [changed] and cursor2 != cursor
+    updated = {"jsonrpc": "2.0", "method": "notifications/resources/updated",
+               "params": {"uri": "db://demo/customers"}}
+    b.broadcast("demo", updated)
+    assert [m for _, m in b.listen(watcher.id, 1)] == [changed, updated]
+    assert [m for _, m in a.listen(bystander.id, 1)] == [changed]       # not subscribed to the URI
+    assert b.listen(elsewhere.id, 0.1) == []
+    assert a.listen_service("demo", cursor2, 1) == (b.service_cursor("demo"), [updated])
+    assert a.listen_service("demo", b.service_cursor("demo"), 0.1)[1] == []
+
+
+# ---------------------------------------------------------------------------- calls in flight
+def test_cancel_reaches_the_worker_running_the_call(stores):
+    a, b = stores
+    s = new_session(a)
+    seven, other = CallScope(), CallScope()
+    a.track_call(s.id, 7, seven)
+    a.track_call(s.id, "x", other)
+    assert a.calls_in_flight(s.id) == 2
+    assert b.cancel_call(s.id, "7") is True       # sent to the workers; "7" and 7 differ
+    assert b.cancel_call(s.id, "x") is True
+    poll(lambda: other.cancelled)                 # one channel, in order: "7" was seen first
+    assert seven.cancelled is False
+    assert b.cancel_call(s.id, 7) is True
+    poll(lambda: seven.cancelled)
+    a.untrack_call(s.id, 7)
+    a.untrack_call(s.id, "x")
+    assert a.calls_in_flight(s.id) == 0
+
+
+def test_cancel_on_the_same_worker(stores):
+    a, _ = stores
+    s = new_session(a)
+    call = CallScope()
+    a.track_call(s.id, "r1", call)
+    assert a.cancel_call(s.id, "r1") is True and call.cancelled
+
+
+# ---------------------------------------------------------------------------- server-to-client requests
+def test_response_delivered_on_another_worker_reaches_the_waiter(stores):
+    a, b = stores
+    s = new_session(a)
+    assert b.deliver_response(s.id, 5, {"result": {}}) is False    # nobody waits yet
+    a.expect_response(s.id, 5)
+    t, box = in_thread(a.wait_response, s.id, 5, 10)
+    answer = {"jsonrpc": "2.0", "id": 5, "result": {"action": "accept"}}
+    assert b.deliver_response(s.id, 5, answer) is True
+    t.join(5)
+    assert box["value"] == answer
+    assert b.deliver_response(s.id, 5, answer) is False            # interest ended
+
+
+def test_wait_response_times_out(stores):
+    a, _ = stores
+    s = new_session(a)
+    a.expect_response(s.id, "q")
+    started = time.monotonic()
+    assert a.wait_response(s.id, "q", 0.3) is None
+    assert 0.2 < time.monotonic() - started < 3
+
+
+# ---------------------------------------------------------------------------- rate limits
+def test_token_bucket_is_shared_and_refills(stores):
+    a, b = stores
+    assert [a.take_token("key1", 3), b.take_token("key1", 3), a.take_token("key1", 3)] == [True] * 3
+    assert b.take_token("key1", 3) is False
+    assert a.take_token("key2", 3) is True                    # buckets are per key
+    assert a.take_token("key3", 0) is True                    # 0 = unlimited
+    for _ in range(1200):
+        if not a.take_token("fast", 600):
+            break
+    else:
+        pytest.fail("a 600/minute bucket never ran out")
+    poll(lambda: b.take_token("fast", 600), deadline_s=2)     # 10 tokens/s come back
+
+
+def test_keys_carry_the_prefix_and_expire(stores, scope):
+    a, _ = stores
+    s = new_session(a)
+    a.publish(s.id, {"n": 1})
+    a.take_token("k", 10)
+    keys = scope.keys()
+    assert keys and all(k.decode().startswith(scope.prefix) for k in keys)
+    for k in keys:
+        if not k.decode().endswith("idx"):
+            assert scope.client.pttl(k) > 0, k
+
+
+# ---------------------------------------------------------------------------- Redis outages
+def test_outage_raises_a_clear_503_and_recovers():
+    server = ThrowawayRedis()
+    store = RedisSessionStore(server.url, ttl=60, prefix="outage:", socket_timeout=1)
+    try:
+        s = new_session(store)
+        assert store.ping()["ok"] is True
+        server.stop()
+        with pytest.raises(SessionStoreUnavailable) as info:
+            store.get(s.id)
+        assert info.value.http_status == 503 and info.value.code == -32000
+        assert store.ping()["ok"] is False
+        with pytest.raises(SessionStoreUnavailable):
+            new_session(store)
+        server.start()
+
+        def recovered():
+            try:
+                return new_session(store)
+            except SessionStoreUnavailable:
+                return None
+        fresh = poll(recovered, deadline_s=10, every=0.1)
+        assert store.get(fresh.id) is not None
+        assert store.get(s.id) is None              # a Redis without persistence lost it
+    finally:
+        store.close()
+        server.close()
+
+
+def test_app_answers_503_with_a_jsonrpc_error_while_redis_is_away(app_factory, demo_db):
+    from conftest import McpTestClient
+    server = ThrowawayRedis()
+    try:
+        app = app_factory({"demo": {"url": "sqlite:///" + demo_db}}, redis_url=server.url)
+        client = McpTestClient(app)
+        client.initialize()
+        assert client.rpc("ping")["result"] == {}
+        server.stop()
+        r = client.request("ping", Accept="application/json")
+        assert r.status_code == 503
+        body = r.get_json()
+        assert body["jsonrpc"] == "2.0" and body["error"]["code"] == -32000
+        assert "Redis" in body["error"]["message"] and r.headers.get("Retry-After")
+        fresh = McpTestClient(app)
+        r = fresh.post({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+                        "params": {"protocolVersion": "2025-11-25", "capabilities": {},
+                                   "clientInfo": {"name": "t", "version": "1"}}})
+        assert r.status_code == 503 and r.get_json()["error"]["code"] == -32000
+        server.start()
+
+        def back():
+            c = McpTestClient(app)
+            try:
+                c.initialize()
+            except AssertionError:
+                return None
+            return c
+        c = poll(back, deadline_s=10, every=0.1)
+        assert c.rpc("ping")["result"] == {}
+        # The old session lived only in the restarted Redis: the client is told to start over.
+        assert client.request("ping", Accept="application/json").status_code == 404
+        app.extensions["mcp_flask"]["store"].close()
+    finally:
+        server.close()
