@@ -1,0 +1,84 @@
+"""Smoke test of the benchmark harness (bench/): its modules import, and a --quick mini run
+against a small SQLite table produces real numbers (not timing thresholds: the box is shared).
+
+Runs the real thing: seeds a 20,000-row SQLite table in a temporary cache directory,
+measures the raw-driver floor, starts ``mcp-flask serve`` under gunicorn with a gevent
+worker and drives it with wrk (or the Python load generator when wrk is missing).
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_harness_modules_import():
+    for name in ("seed", "floors", "server", "client", "loadgen", "scenarios", "peers", "run"):
+        mod = importlib.import_module(f"bench.{name}")
+        assert mod.__doc__, f"bench.{name} has no module docstring"
+
+
+def test_collapsed_stack_parsing(tmp_path):
+    from bench.scenarios import parse_collapsed
+    raw = tmp_path / "p.txt"
+    raw.write_text("main (a.py:1);handle (/x/mcp_flask/transport.py:10);execute (/x/mcp_flask/dialects/pg.py:5) 3\n"
+                   "main (a.py:1);handle (/x/mcp_flask/transport.py:12) 1\n")
+    out = parse_collapsed(str(raw))
+    assert out["samples"] == 4
+    assert dict(out["inclusive"])["handle (mcp_flask/transport.py)"] == 100.0
+    assert dict(out["self"])["execute (dialects/pg.py)"] == 75.0
+
+
+def test_quick_run_against_sqlite_produces_numbers(tmp_path):
+    out = tmp_path / "result.json"
+    env = dict(os.environ, MCPF_BENCH_CACHE=str(tmp_path / "cache"))
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "bench", "run.py"), "--quick", "--db", "sqlite",
+         "--rows", "20000", "--seconds", "1", "--concurrency", "1,4", "--sizes", "1000,3000",
+         "--stateless", "--output", str(out)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads(out.read_text())
+    db = res["databases"]["sqlite"]
+    assert db["seed_s"] > 0                                  # seeded into the fresh cache dir
+    for c in ("1", "4"):
+        for enc in ("raw", "json", "orjson"):
+            assert db["floor"]["small"][c][enc]["calls"] > 0
+        ours = db["ours"]["small"][c]
+        assert ours["calls"] > 0 and ours["calls_s"] > 0, ours
+        assert ours["errors"] == 0, ours
+        assert ours["p99_ms"] >= ours["p50_ms"] > 0
+        stateless = db["ours"]["small_stateless"][c]          # 2026-07-28: no sessions
+        assert stateless["calls"] > 0 and stateless["errors"] == 0, stateless
+    for n in ("1000", "3000"):
+        large = db["ours"]["large"][n]
+        assert large["ms"] > 0 and large["bytes"] > int(n) and large["rss_peak_mb"] > 0
+        assert db["floor"]["large"][n]["json"]["bytes"] > 0
+    assert res["ceiling"]["ping c16"]["calls"] > 0
+    assert res["machine"]["nproc"] >= 1 and res["machine"]["cpu"]
+    # the printed table carries the same numbers
+    assert "10-row get_table_data" in proc.stdout and "sqlite" in proc.stdout
+
+
+def test_load_generator_counts_tool_errors(tmp_path, monkeypatch):
+    """A call answered with isError: true (unknown table) is counted as an error, never as a success."""
+    monkeypatch.setattr("bench.seed.CACHE_DIR", str(tmp_path))
+    from bench import loadgen, scenarios, seed
+    from bench.server import BenchServer
+    url, _ = seed.seed_sqlite(2000)
+    server = BenchServer({"sqlite": url}, pool=4)
+    try:
+        sessions, version = loadgen.open_sessions(server.url("sqlite"), 2)
+        bad = loadgen.tool_call_body("get_table_data", {"tableName": "no_such_table"})
+        r = scenarios.drive(server.url("sqlite"), bad, 2, 1.0, sessions, version)
+        assert r["calls"] > 0
+        assert r["errors"] == r["calls"], r
+        good = loadgen.tool_call_body("get_table_data", scenarios.small_args(1000))
+        r = scenarios.drive(server.url("sqlite"), good, 2, 1.0, sessions, version)
+        assert r["calls"] > 0 and r["errors"] == 0, r
+    finally:
+        server.stop()
