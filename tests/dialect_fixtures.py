@@ -231,14 +231,28 @@ def _sqlite_db(tmp_path_factory) -> TestDb:
     return TestDb("sqlite", "sqlite:///" + path, connect, lambda: None)
 
 
-def _pg_db() -> TestDb:
+def mysql_server() -> dict:
+    """pymysql connection arguments for the test server (``MCP_FLASK_TEST_MYSQL``), no database."""
+    parts = urllib.parse.urlsplit(MYSQL_URL)
+    return {"host": parts.hostname or "127.0.0.1", "port": parts.port or 3306,
+            "user": urllib.parse.unquote(parts.username or "root"),
+            "password": urllib.parse.unquote(parts.password or ""), "charset": "utf8mb4"}
+
+
+def create_pg_database(prefix: str):
+    """A new, uniquely named PostgreSQL database: ``(url, name, connect, drop)``.
+
+    ``connect()`` opens an autocommit connection to it; ``drop()`` ends every session
+    on it and removes it.  Skips (or fails under MCP_FLASK_REQUIRE_DBS=1) when the
+    server is unreachable.
+    """
     psycopg2 = pytest.importorskip("psycopg2")
     try:
         admin = psycopg2.connect(PG_URL, connect_timeout=3)
     except psycopg2.OperationalError as exc:
         _unreachable("PostgreSQL (MCP_FLASK_TEST_PG)", exc)
     admin.autocommit = True
-    name = "mcpf_rec_" + uuid.uuid4().hex[:12]
+    name = prefix + uuid.uuid4().hex[:12]
     with admin.cursor() as cur:
         cur.execute(f'CREATE DATABASE "{name}"')
     url = urllib.parse.urlunsplit(urllib.parse.urlsplit(PG_URL)._replace(path="/" + name))
@@ -254,28 +268,21 @@ def _pg_db() -> TestDb:
                         "WHERE datname = %s AND pid <> pg_backend_pid()", (name,))
             cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
         admin.close()
-    conn = connect()
-    with conn.cursor() as cur:
-        for stmt in _DDL["postgresql"]:
-            cur.execute(stmt)
-    conn.close()
-    return TestDb("postgresql", url, connect, drop)
+    return url, name, connect, drop
 
 
-def _mysql_db() -> TestDb:
+def create_mysql_database(prefix: str):
+    """A new, uniquely named MySQL/MariaDB database: ``(url, name, connect, drop)`` (see above)."""
     pymysql = pytest.importorskip("pymysql")
-    parts = urllib.parse.urlsplit(MYSQL_URL)
-    server = {"host": parts.hostname or "127.0.0.1", "port": parts.port or 3306,
-              "user": urllib.parse.unquote(parts.username or "root"),
-              "password": urllib.parse.unquote(parts.password or ""), "charset": "utf8mb4"}
+    server = mysql_server()
     try:
         admin = pymysql.connect(**server, autocommit=True, connect_timeout=3)
     except pymysql.err.MySQLError as exc:
         _unreachable("MySQL/MariaDB (MCP_FLASK_TEST_MYSQL)", exc)
-    name = "mcpf_rec_" + uuid.uuid4().hex[:12]
+    name = prefix + uuid.uuid4().hex[:12]
     with admin.cursor() as cur:
         cur.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
-    url = urllib.parse.urlunsplit(parts._replace(path="/" + name))
+    url = urllib.parse.urlunsplit(urllib.parse.urlsplit(MYSQL_URL)._replace(path="/" + name))
 
     def connect():
         return pymysql.connect(**server, database=name, autocommit=True, connect_timeout=3)
@@ -284,11 +291,28 @@ def _mysql_db() -> TestDb:
         with admin.cursor() as cur:
             cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
         admin.close()
+    return url, name, connect, drop
+
+
+def _load(connect, statements) -> None:
     conn = connect()
-    with conn.cursor() as cur:
-        for stmt in _DDL["mysql"]:
-            cur.execute(stmt)
-    conn.close()
+    try:
+        with conn.cursor() as cur:
+            for stmt in statements:
+                cur.execute(stmt)
+    finally:
+        conn.close()
+
+
+def _pg_db() -> TestDb:
+    url, _, connect, drop = create_pg_database("mcpf_rec_")
+    _load(connect, _DDL["postgresql"])
+    return TestDb("postgresql", url, connect, drop)
+
+
+def _mysql_db() -> TestDb:
+    url, _, connect, drop = create_mysql_database("mcpf_rec_")
+    _load(connect, _DDL["mysql"])
     return TestDb("mysql", url, connect, drop)
 
 

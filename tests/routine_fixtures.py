@@ -18,12 +18,10 @@ overloads, defaults; MySQL: several result sets).
 """
 from __future__ import annotations
 
-import urllib.parse
-import uuid
 
 import pytest
 
-from dialect_fixtures import MYSQL_URL, PG_URL, _unreachable
+from dialect_fixtures import _load, create_mysql_database, create_pg_database, mysql_server  # noqa: F401
 
 ITEMS = [("a", 1, "1.50"), ("b", 2, "2.00"), ("c", 30, "3.25")]
 
@@ -143,71 +141,19 @@ class ServerDb:
 
 
 def make_pg_db(extra_sql=()) -> ServerDb:
-    """A new PostgreSQL database with the routines loaded (caller drops it via ``_drop``)."""
-    psycopg2 = pytest.importorskip("psycopg2")
-    try:
-        admin = psycopg2.connect(PG_URL, connect_timeout=3)
-    except psycopg2.OperationalError as exc:
-        _unreachable("PostgreSQL (MCP_FLASK_TEST_PG)", exc)
-    admin.autocommit = True
-    name = "mcpf_rt_" + uuid.uuid4().hex[:12]
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
-    url = urllib.parse.urlunsplit(urllib.parse.urlsplit(PG_URL)._replace(path="/" + name))
-
-    def connect():
-        conn = psycopg2.connect(url, connect_timeout=3)
-        conn.autocommit = True
-        return conn
-
-    def drop():
-        with admin.cursor() as cur:
-            cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                        "WHERE datname = %s AND pid <> pg_backend_pid()", (name,))
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        admin.close()
+    """A new PostgreSQL database with the routines loaded (the caller drops it)."""
+    url, name, connect, drop = create_pg_database("mcpf_rt_")
     db = ServerDb("postgresql", url, name, connect, drop)
-    conn = connect()
-    with conn.cursor() as cur:
-        for stmt in list(PG_SQL) + list(extra_sql):
-            cur.execute(stmt)
-    conn.close()
+    _load(connect, list(PG_SQL) + list(extra_sql))
     db.reset_items()
     return db
 
 
-def mysql_server() -> dict:
-    parts = urllib.parse.urlsplit(MYSQL_URL)
-    return {"host": parts.hostname or "127.0.0.1", "port": parts.port or 3306,
-            "user": urllib.parse.unquote(parts.username or "root"),
-            "password": urllib.parse.unquote(parts.password or ""), "charset": "utf8mb4"}
-
-
 def make_mysql_db(extra_sql=()) -> ServerDb:
-    pymysql = pytest.importorskip("pymysql")
-    server = mysql_server()
-    try:
-        admin = pymysql.connect(**server, autocommit=True, connect_timeout=3)
-    except pymysql.err.MySQLError as exc:
-        _unreachable("MySQL/MariaDB (MCP_FLASK_TEST_MYSQL)", exc)
-    name = "mcpf_rt_" + uuid.uuid4().hex[:12]
-    with admin.cursor() as cur:
-        cur.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
-    url = urllib.parse.urlunsplit(urllib.parse.urlsplit(MYSQL_URL)._replace(path="/" + name))
-
-    def connect():
-        return pymysql.connect(**server, database=name, autocommit=True, connect_timeout=3)
-
-    def drop():
-        with admin.cursor() as cur:
-            cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
-        admin.close()
+    """A new MySQL/MariaDB database with the routines loaded (the caller drops it)."""
+    url, name, connect, drop = create_mysql_database("mcpf_rt_")
     db = ServerDb("mysql", url, name, connect, drop)
-    conn = connect()
-    with conn.cursor() as cur:
-        for stmt in list(MYSQL_SQL) + list(extra_sql):
-            cur.execute(stmt)
-    conn.close()
+    _load(connect, list(MYSQL_SQL) + list(extra_sql))
     db.reset_items()
     return db
 
