@@ -128,3 +128,16 @@ def test_unreachable_server_database_says_cannot_be_reached(app_factory):
     assert "s3cret-pw" not in text          # never the password
     # ... and the service keeps serving other methods.
     assert c.rpc("ping")["result"] == {}
+
+
+def test_a_missing_sqlite_file_is_an_error_not_a_new_empty_database(app_factory, tmp_path):
+    """A typo in a sqlite path must not silently serve (and create) an empty database."""
+    from conftest import McpTestClient
+    missing = tmp_path / "no-such-dir-typo.db"
+    app = app_factory({"shop": {"url": f"sqlite:///{missing}"}})
+    c = McpTestClient(app, service="shop")
+    c.initialize()
+    text = c.error_text("get_tables")
+    assert text.startswith("Connection Error:")
+    assert str(missing) not in text          # no paths or DSNs in messages
+    assert not missing.exists()

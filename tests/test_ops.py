@@ -69,7 +69,7 @@ def test_readyz_reports_redis_and_recovers():
         from conftest import make_settings
         from mcp_flask import create_app
         import tempfile
-        app = create_app(make_settings({"demo": {"url": "sqlite:///" + tempfile.mktemp(suffix=".db")}},
+        app = create_app(make_settings({"demo": {"url": "sqlite:///" + tempfile.mktemp(suffix=".db"), "demo": True}},
                                        redis_url=server.url, data_dir=tempfile.mkdtemp()),
                          check_databases=False)
         http = app.test_client()
