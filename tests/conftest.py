@@ -171,7 +171,9 @@ def wait_http(url: str, deadline_s: float = 30.0) -> None:
 class LiveServer:
     """A real ``mcp-flask serve`` (gunicorn + gevent workers) on a loopback port."""
 
-    def __init__(self, config_text: str, workdir: str, workers: int = 1, env=None):
+    def __init__(self, config_text: str, workdir: str, workers: int = 1, env=None, app: str | None = None):
+        """``app``: a WSGI app under tests/ (``"fixture_service:app"``) run by gunicorn with the
+        project's settings, instead of ``mcp-flask serve``'s own app."""
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.config = os.path.join(workdir, "mcp-flask.toml")
@@ -181,10 +183,16 @@ class LiveServer:
         e = dict(os.environ)
         e.update({"MCP_FLASK_DATA_DIR": workdir, "PYTHONUNBUFFERED": "1"})
         e.update(env or {})
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "mcp_flask.cli", "serve", "--config", self.config,
-             "--bind", f"127.0.0.1:{self.port}", "--workers", str(workers)],
-            cwd=ROOT, env=e, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        if app is None:
+            argv = [sys.executable, "-m", "mcp_flask.cli", "serve", "--config", self.config,
+                    "--bind", f"127.0.0.1:{self.port}", "--workers", str(workers)]
+        else:
+            e.update({"MCP_FLASK_CONFIG": self.config, "MCP_FLASK_BIND": f"127.0.0.1:{self.port}",
+                      "MCP_FLASK_WORKERS": str(workers)})
+            argv = [sys.executable, "-m", "gunicorn", "-c", "python:mcp_flask.gunicorn_conf",
+                    "--pythonpath", os.path.join(ROOT, "tests"), app]
+        self.proc = subprocess.Popen(argv, cwd=ROOT, env=e, stdout=self.log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
         try:
             wait_http(self.base + "/healthz")
         except RuntimeError:

@@ -19,13 +19,11 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
-import sys
 
 import pytest
 
-from conftest import ROOT, free_port, wait_http
+from conftest import ROOT, LiveServer
 
 pytestmark = [pytest.mark.node, pytest.mark.gunicorn]
 
@@ -50,45 +48,15 @@ def need_node():
         pytest.skip("npm is not installed (set MCP_FLASK_REQUIRE_NODE to make this a failure)")
 
 
-class FixtureServer:
+class FixtureServer(LiveServer):
     """gunicorn (gevent worker) serving ``fixture_service:app``: the demo plus the fixture service."""
 
     def __init__(self, workdir: str, demo_template: str, workers: int = 1, env_more: dict | None = None):
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
         db = os.path.join(workdir, "demo.db")
         shutil.copyfile(demo_template, db)
-        config = os.path.join(workdir, "mcp-flask.toml")
-        with open(config, "w") as fh:
-            fh.write(f'[services.demo]\nurl = "sqlite:///{db}"\n\n'
-                     f'[services.fixture]\nurl = "sqlite:///{db}"\n')
-        env = dict(os.environ, MCP_FLASK_CONFIG=config, MCP_FLASK_DATA_DIR=workdir,
-                   MCP_FLASK_BIND=f"127.0.0.1:{self.port}", MCP_FLASK_WORKERS=str(workers),
-                   PYTHONUNBUFFERED="1")
-        env.update(env_more or {})
-        self.log = open(os.path.join(workdir, "server.log"), "wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "python:mcp_flask.gunicorn_conf",
-             "--pythonpath", os.path.join(ROOT, "tests"), "fixture_service:app"],
-            cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            wait_http(self.base + "/healthz")
-        except RuntimeError:
-            self.stop()
-            raise
-
-    def url(self, service: str) -> str:
-        return f"{self.base}/mcp/{service}"
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
-        self.log.close()
+        super().__init__(f'[services.demo]\nurl = "sqlite:///{db}"\n\n'
+                         f'[services.fixture]\nurl = "sqlite:///{db}"\n',
+                         workdir, workers=workers, env=env_more, app="fixture_service:app")
 
 
 @pytest.fixture(scope="module")

@@ -132,8 +132,10 @@ class Dialect:
         try:
             cur = conn.cursor()
             cur.execute(sql, tuple(params))
-            names = [d[0] for d in cur.description] if cur.description else []
-            return names, cur.fetchall()
+            if cur.description is None:
+                # A statement that returns no rows: some drivers raise on fetchall() here.
+                return [], []
+            return [d[0] for d in cur.description], cur.fetchall()
         except Exception as exc:  # noqa: BLE001
             raise self.map_error(exc) from None
         finally:

@@ -723,36 +723,6 @@ class PostgresDialect(Dialect):
         return f"{column_sql} {'NOT ' if negate else ''}LIKE %s ESCAPE E'{esc}'"
 
     # ---------------------------------------------------------------- execution
-    # execute/query repeat the base versions with ``conn.cursor()`` inside the ``try``:
-    # on a closed connection psycopg2 raises InterfaceError from cursor() itself.
-    def execute(self, conn, sql: str, params: Sequence = ()) -> int:
-        """Run one statement that returns no rows; the affected row count."""
-        cur = None
-        try:
-            cur = conn.cursor()
-            cur.execute(sql, tuple(params))
-            return cur.rowcount
-        except Exception as exc:  # noqa: BLE001 - every driver error is mapped
-            raise self.map_error(exc) from None
-        finally:
-            if cur is not None:
-                cur.close()
-
-    def query(self, conn, sql: str, params: Sequence = ()) -> tuple[list[str], list[tuple]]:
-        """Run a query; its column names and all rows (use ``stream`` for large results)."""
-        cur = None
-        try:
-            cur = conn.cursor()
-            cur.execute(sql, tuple(params))
-            if cur.description is None:
-                return [], []
-            return [d[0] for d in cur.description], cur.fetchall()
-        except Exception as exc:  # noqa: BLE001 - every driver error is mapped
-            raise self.map_error(exc) from None
-        finally:
-            if cur is not None:
-                cur.close()
-
     def stream(self, conn, sql: str, params: Sequence = (), batch: int | None = None):
         """Yield ``(names, rows)`` batches from a server-side cursor: memory stays flat.
 
