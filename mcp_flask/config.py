@@ -20,7 +20,7 @@ import os
 import re
 import tomllib
 from dataclasses import dataclass, field
-from typing import Any, get_args, get_origin, get_type_hints
+from typing import Any, get_origin, get_type_hints
 
 from .errors import ConfigError, McpFlaskError
 

@@ -1124,14 +1124,13 @@ class PostgresDialect(Dialect):
         for i, p in enumerate(listed):
             what = f"parameter '{p.name}'"
             if p.param_type == "OUT":
-                value, present = None, True
+                value = None
             elif p.name in args:
-                value, present = _bind_typed(p.type, args[p.name], what,
-                                             getattr(p, "pg_element_type", None)), True
+                value = _bind_typed(p.type, args[p.name], what, getattr(p, "pg_element_type", None))
             elif p.has_default and i > last_unnamed:
                 continue                              # named notation: the default applies
             elif p.param_type == "INOUT":
-                value, present = None, True
+                value = None
             else:
                 raise InvalidArguments(f"'{routine.name}' needs {what}")
             arg = f"{self.placeholder}{self._cast(p.db_type)}"
