@@ -5,7 +5,8 @@ walks a generic keyword machinery), and every MCP request is checked three
 times (envelope, method params, tool arguments).  ``compile_accept(schema)``
 turns a schema that uses only a small, exactly-implemented subset of keywords
 (type, const, enum, required, properties, additionalProperties: bool,
-minLength/maxLength, minimum/maximum, items, $schema/title/description/default)
+minLength/maxLength, minimum/maximum, minItems/maxItems, items, oneOf whose branches
+have disjoint types, $schema/title/description/default)
 into a plain Python predicate:
 
 * ``True``: the instance is valid (the predicate implements those keywords with
@@ -24,7 +25,46 @@ from typing import Callable
 
 _ANNOTATIONS = {"$schema", "$id", "title", "description", "default", "examples", "$comment"}
 _SUPPORTED = _ANNOTATIONS | {"type", "const", "enum", "required", "properties", "additionalProperties",
-                             "minLength", "maxLength", "minimum", "maximum", "items"}
+                             "minLength", "maxLength", "minimum", "maximum", "items", "minItems", "maxItems",
+                             "oneOf"}
+#: JSON types whose instances can overlap (every integer is a number).
+_OVERLAP = {"integer": {"integer", "number"}, "number": {"integer", "number"}}
+
+
+def _types(schema) -> set[str] | None:
+    """The JSON types a (sub)schema admits, when it says so with ``type``; else None."""
+    if not isinstance(schema, dict) or "type" not in schema:
+        return None
+    t = schema["type"]
+    names = {t} if isinstance(t, str) else set(t) if isinstance(t, list) else None
+    if not names:
+        return None
+    out: set[str] = set()
+    for n in names:
+        out |= _OVERLAP.get(n, {n})
+    return out
+
+
+def _one_of(branches) -> Callable | None:
+    """``oneOf`` whose branches admit disjoint types: the one branch an instance's type picks
+    decides (the others certainly fail on ``type``); anything else is left to jsonschema."""
+    if not isinstance(branches, list) or not branches:
+        return None
+    compiled = []
+    seen: set[str] = set()
+    for b in branches:
+        types, fn = _types(b), compile_accept(b)
+        if types is None or fn is None or types & seen:
+            return None
+        seen |= types
+        compiled.append((tuple(types), fn))
+
+    def accept(v):
+        for types, fn in compiled:
+            if any(_is_type(v, t) for t in types):
+                return fn(v)
+        return False
+    return accept
 
 
 def _is_type(value, name: str) -> bool:
@@ -87,6 +127,15 @@ def compile_accept(schema) -> Callable | None:
             m = schema[key]
             checks.append(lambda v, m=m, op=op: isinstance(v, bool) or not isinstance(v, (int, float))
                           or op(v, m))
+    for key, op in (("minItems", lambda n, m: n >= m), ("maxItems", lambda n, m: n <= m)):
+        if key in schema:
+            m = schema[key]
+            checks.append(lambda v, m=m, op=op: not isinstance(v, list) or op(len(v), m))
+    if "oneOf" in schema:
+        one = _one_of(schema["oneOf"])
+        if one is None:
+            return None
+        checks.append(one)
     if "items" in schema:
         item = compile_accept(schema["items"])
         if item is None:
