@@ -250,10 +250,7 @@ def update_records(ctx, args):
             index, key, values, error = item
             if error is not None:
                 raise error
-            where = dialect.keys_match_sql([dialect.quote(n) for n in pk], 1)
-            params = [dialect.bind_value(table.column(n), key[n]) for n in pk]
-            if rf_sql:
-                where, params = f"{where} AND {rf_sql}", params + rf_params
+            where, params = one_key_where(dialect, table, key, rf_sql, rf_params)
             sql, sql_params = dialect.update_sql(table, rb.bind_record(dialect, table, values), where, params)
             dialect.execute(conn, sql, sql_params)
             new_key = {n: values.get(n, key[n]) for n in pk}
@@ -263,6 +260,16 @@ def update_records(ctx, args):
         bad = set(failed)
         keys = [r if i not in bad else None for i, r in enumerate(results)]
         return rb.finish(ctx, conn, table, args, results, failed, keys)
+
+
+def one_key_where(dialect, table, key: dict, rf_sql: str, rf_params: list) -> tuple[str, list]:
+    """WHERE text and bound values matching one record's primary key, ANDed with the role's row filter."""
+    pk = table.primary_key
+    where = dialect.keys_match_sql([dialect.quote(n) for n in pk], 1)
+    params = [dialect.bind_value(table.column(n), key[n]) for n in pk]
+    if rf_sql:
+        return f"{where} AND {rf_sql}", params + rf_params
+    return where, params
 
 
 def describe_selection(args, records) -> str:
@@ -353,10 +360,7 @@ def delete_records(ctx, args):
             index, key, _values_, error = item
             if error is not None:
                 raise error
-            where = dialect.keys_match_sql([dialect.quote(n) for n in pk], 1)
-            params = [dialect.bind_value(table.column(n), key[n]) for n in pk]
-            if rf_sql:
-                where, params = f"{where} AND {rf_sql}", params + rf_params
+            where, params = one_key_where(dialect, table, key, rf_sql, rf_params)
             sql, sql_params = dialect.delete_sql(table, where, params)
             if dialect.execute(conn, sql, sql_params) < 1:
                 raise NotFound(f"no record with {rb.show_key(key)} in '{table.name}'")
