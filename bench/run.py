@@ -124,7 +124,7 @@ def run(args) -> dict:
             results["databases"][d] = {"skipped": f"cannot seed: {type(exc).__name__}: {exc}"}
             continue
         urls[d] = url
-        results["databases"][d] = {"seed_s": round(spent, 1), "floor": {}, "ours": {}}
+        results["databases"][d] = {"seed_s": round(spent, 3), "floor": {}, "ours": {}}
         log(f"  {d}: {'seeded in %.1f s' % spent if spent else 'reused the cached copy'}")
 
     if not args.no_floors:
