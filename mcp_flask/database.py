@@ -175,9 +175,85 @@ class Database:
         finally:
             if scope is not None:
                 scope.detach()
-            if not broken and self._is_broken is not None:
-                broken = self._safe_is_broken(conn)
+            if not broken and not read_only:
+                # Writes and routine calls run user code (triggers, routines) that may have
+                # changed the session's read-only default: put it back before reuse.
+                broken = not self._restore(conn)
+            if not broken:
+                broken = self._unfit(conn)
             self.pool.release(conn, broken=broken)
+
+    def read(self, work, *, single: bool = True, scope: CallScope | None = None):
+        """``work(conn)`` as a read; returns what it returns.
+
+        ``single``: ``work`` runs exactly one statement (or one server-side cursor).
+        When the dialect opens connections read-only by default (PostgreSQL
+        ``default_transaction_read_only``, MySQL ``tx_read_only``) and the connection
+        provably still is, the statement runs in autocommit: it is its own read-only
+        transaction at the engine, and the call costs one round trip instead of three
+        (BEGIN READ ONLY, the SELECT, COMMIT).  Otherwise, and for several statements
+        that must see one snapshot, an explicit read-only ``transaction``.
+
+        A pooled connection that died while idle is replaced once, transparently, as
+        ``transaction`` does at BEGIN: nothing was read yet, so the retry is safe.
+        """
+        dialect = self.dialect
+        if single and dialect.autocommit_reads:
+            for attempt in (1, 2):
+                conn = self.pool.acquire()
+                if dialect.session_read_only(conn) is not True:
+                    self.pool.release(conn, broken=self._unfit(conn))
+                    break
+                if scope is not None:
+                    scope.attach(dialect, conn)
+                broken = False
+                try:
+                    return work(conn)
+                except BaseException as exc:
+                    gone = self._is_disconnect(exc)
+                    broken = gone or not self._settled(conn)
+                    if gone:
+                        self.pool.purge_idle()
+                    if scope is not None and scope.cancelled and isinstance(exc, ToolError):
+                        raise QueryCancelled() from None
+                    if not (gone and attempt == 1 and isinstance(exc, ToolError)):
+                        raise
+                finally:
+                    if scope is not None:
+                        scope.detach()
+                    if not broken:
+                        broken = self._unfit(conn) or not self._settled(conn)
+                    self.pool.release(conn, broken=broken)
+        with self.transaction(read_only=True, scope=scope) as conn:
+            return work(conn)
+
+    def _restore(self, conn) -> bool:
+        """``dialect.restore_session``; False when the connection is unusable."""
+        try:
+            self.dialect.restore_session(conn)
+            return True
+        except Exception:  # noqa: BLE001 - a connection we cannot reset is discarded
+            return False
+
+    def _unfit(self, conn) -> bool:
+        """True when ``conn`` must not go back to the pool: closed, or its read-only
+        session default provably changed (user code flipped it)."""
+        if self._is_broken is not None and self._safe_is_broken(conn):
+            return True
+        try:
+            return self.dialect.autocommit_reads and self.dialect.session_read_only(conn) is False
+        except Exception:  # noqa: BLE001
+            return True
+
+    def _settled(self, conn) -> bool:
+        """An autocommit read left no transaction open (else roll it back; False if that fails)."""
+        in_tx = getattr(self.dialect, "in_transaction", None)
+        try:
+            if in_tx is not None and in_tx(conn):
+                self.dialect.rollback(conn)
+            return True
+        except Exception:  # noqa: BLE001
+            return False
 
     def _begin(self, read_only: bool, scope: CallScope | None):
         """A pooled connection with a transaction open on it.

@@ -235,9 +235,38 @@ def fast(dbname):
 
 @pytest.fixture
 def conn(dialect):
+    """A connection the dialect tests may write through directly, statement by statement.
+
+    The dialect opens sessions read-only by default (Database.read runs single SELECTs
+    in autocommit); the server's tools write inside START TRANSACTION READ WRITE.
+    """
     c = dialect.connect()
+    dialect.execute(c, "SET SESSION tx_read_only = 0" if c.is_mariadb else "SET SESSION transaction_read_only = 0")
     yield c
     dialect.close(c)
+
+
+def test_sessions_are_read_only_by_default_and_transactions_choose(dialect):
+    c = dialect.connect()
+    try:
+        assert dialect.session_read_only(c) is True
+        err = error_of(dialect.execute, c, "INSERT INTO words (w) VALUES ('autocommit')")
+        assert isinstance(err, DatabaseError) and "read-only" in err.message
+        dialect.begin(c, read_only=False)
+        dialect.execute(c, "INSERT INTO words (w) VALUES ('in a read-write transaction')")
+        dialect.rollback(c)
+        dialect.begin(c, read_only=True)
+        err = error_of(dialect.execute, c, "INSERT INTO words (w) VALUES ('read only tx')")
+        assert isinstance(err, DatabaseError)
+        dialect.rollback(c)
+        # A procedure may flip the session default; restore_session puts it back.
+        dialect.execute(c, "SET SESSION tx_read_only = 0" if c.is_mariadb else "SET SESSION transaction_read_only = 0")
+        dialect.restore_session(c)
+        assert dialect.session_read_only(c) is True
+        err = error_of(dialect.execute, c, "INSERT INTO words (w) VALUES ('after restore')")
+        assert isinstance(err, DatabaseError) and "read-only" in err.message
+    finally:
+        dialect.close(c)
 
 
 @pytest.fixture(scope="module")
@@ -717,8 +746,10 @@ def test_statement_timeout_lock_and_schema_errors(fast, dialect, conn, catalog):
         key = insert_customer(dialect, conn, catalog)
         dialect.begin(conn)
         dialect.execute(conn, "UPDATE customer SET level = 1 WHERE id = %s", [key["id"]])
+        fast.begin(c)                                           # sessions are read-only by default
         err = error_of(fast.execute, c, "UPDATE customer SET level = 2 WHERE id = %s", [key["id"]])
         assert err.kind in ("lock", "timeout")
+        fast.rollback(c)
         dialect.rollback(conn)
 
         err = error_of(fast.query, c, "SELECT * FROM no_such_table")

@@ -92,6 +92,25 @@ class Dialect:
             pass
 
     # ---------------------------------------------------------------- transactions
+    #: True when connections are opened read-only by default (the session's default
+    #: transaction access mode), so one SELECT in autocommit is already a read-only
+    #: transaction at the engine: ``Database.read`` then skips BEGIN and COMMIT.
+    autocommit_reads = False
+
+    def session_read_only(self, conn) -> bool | None:
+        """True when ``conn`` provably still has its read-only session default (no round
+        trip); False when it provably lost it (the connection is then discarded); None
+        when the dialect cannot tell.
+
+        ``Database.read`` runs a single statement without a transaction only then;
+        otherwise it falls back to an explicit read-only transaction.
+        """
+        return False
+
+    def restore_session(self, conn) -> None:
+        """Re-assert the connection's session defaults after user code (a routine or a
+        trigger) may have changed them; the base has none to restore."""
+
     def begin(self, conn, read_only: bool = False) -> None:
         """Open a transaction; read-only ones are enforced by the engine."""
         self.execute(conn, "START TRANSACTION READ ONLY" if read_only else "BEGIN")

@@ -87,6 +87,8 @@ class _Connection(pymysql.connections.Connection):
 
     is_mariadb = False
     server_version: tuple = ()
+    #: The session's default access mode is known to be read-only (dialect.session_read_only).
+    read_only_session = False
 
 
 # ============================================================================ type mapping
@@ -472,9 +474,18 @@ class MysqlDialect(Dialect):
             # bounded by the lock wait timeouts below, and the client read timeout.
             limit_sql, limit = "max_execution_time = %s", max(1, int(round(timeout * 1000)))
         lock_wait = max(1, math.ceil(timeout))
+        # Read-only by default (see restore_session): an autocommit SELECT is then a
+        # read-only transaction at the engine, with no START TRANSACTION / COMMIT round trips.
         self.execute(conn, f"SET SESSION sql_mode = %s, time_zone = '+00:00', {limit_sql}, "
-                           "innodb_lock_wait_timeout = %s, lock_wait_timeout = %s",
+                           f"innodb_lock_wait_timeout = %s, lock_wait_timeout = %s, "
+                           f"{self._read_only_var(conn)} = 1",
                      (SQL_MODE, limit, lock_wait, lock_wait))
+        conn.read_only_session = True
+
+    @staticmethod
+    def _read_only_var(conn) -> str:
+        # MariaDB (before 11.1) knows only tx_read_only; MySQL 8 removed it for transaction_read_only.
+        return "tx_read_only" if conn.is_mariadb else "transaction_read_only"
 
     def ping(self, conn) -> None:
         """A COM_PING round trip; raises ``DatabaseUnavailable`` when the connection is gone."""
@@ -649,9 +660,30 @@ class MysqlDialect(Dialect):
         self._discard(conn, cur)
 
     # ---------------------------------------------------------------- transactions
+    autocommit_reads = True
+
+    def session_read_only(self, conn) -> bool:
+        """The connection's session is still read-only by default.
+
+        MySQL does not report session variables to the client (PyMySQL ignores session
+        state tracking), so this is our own flag: cleared when a transaction may run
+        user code that could change it, set again by ``restore_session``.
+        """
+        return bool(getattr(conn, "read_only_session", False))
+
+    def restore_session(self, conn) -> None:
+        """After writes or routine calls: the session default back to read-only (one round trip).
+
+        A procedure or trigger can run ``SET SESSION TRANSACTION READ WRITE``; without
+        this, later autocommit reads on the pooled connection could write.
+        """
+        conn.read_only_session = False
+        self.execute(conn, f"SET SESSION {self._read_only_var(conn)} = 1")
+        conn.read_only_session = True
+
     def begin(self, conn, read_only: bool = False) -> None:
-        """``START TRANSACTION [READ ONLY]``: the engine refuses writes in a read-only one (1792)."""
-        self.execute(conn, "START TRANSACTION READ ONLY" if read_only else "START TRANSACTION")
+        """``START TRANSACTION READ ONLY | READ WRITE``: the engine refuses writes in a read-only one (1792)."""
+        self.execute(conn, "START TRANSACTION READ ONLY" if read_only else "START TRANSACTION READ WRITE")
 
     # ---------------------------------------------------------------- values
     def bind_value(self, column: Column | None, value):

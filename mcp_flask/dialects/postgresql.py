@@ -533,8 +533,11 @@ class PostgresDialect(Dialect):
             params.setdefault(key, value)
         timeout_ms = max(1, int(self.service.statement_timeout * 1000))
         idle_ms = int(max(self.idle_in_transaction_floor, 2 * self.service.statement_timeout) * 1000)
+        # default_transaction_read_only: a statement outside BEGIN READ WRITE cannot write,
+        # so a single SELECT needs no BEGIN READ ONLY / COMMIT round trips (Database.read).
         options = [f"-c statement_timeout={timeout_ms}",
-                   f"-c idle_in_transaction_session_timeout={idle_ms}"]
+                   f"-c idle_in_transaction_session_timeout={idle_ms}",
+                   "-c default_transaction_read_only=on"]
         if self.service.schema:
             path = [self.service.schema] + [s for s in self.service.extra_schemas
                                             if s != self.service.schema]
@@ -683,9 +686,27 @@ class PostgresDialect(Dialect):
         return any(w in msg for w in _GONE_WORDS)
 
     # ---------------------------------------------------------------- transactions
+    autocommit_reads = True
+
+    def session_read_only(self, conn) -> bool | None:
+        """The session default is still ``default_transaction_read_only = on`` (None: cannot tell).
+
+        PostgreSQL >= 14 reports this setting to the client whenever it changes
+        (ParameterStatus), so libpq knows it without a round trip: a routine that ran
+        ``set_config('default_transaction_read_only', 'off', false)`` is noticed here
+        and the connection is discarded.  Older servers report nothing (None): reads
+        then keep their explicit read-only transaction.
+        """
+        try:
+            status = conn.get_parameter_status("default_transaction_read_only")
+        except Exception:  # noqa: BLE001 - a closed connection
+            return False
+        return None if status is None else status == "on"
+
     def begin(self, conn, read_only: bool = False) -> None:
-        """``BEGIN`` or ``BEGIN READ ONLY`` (writes then fail with SQLSTATE 25006)."""
-        self.execute(conn, "BEGIN READ ONLY" if read_only else "BEGIN")
+        """``BEGIN READ ONLY`` or ``BEGIN READ WRITE`` (the session default is read-only;
+        writes in a read-only transaction fail with SQLSTATE 25006)."""
+        self.execute(conn, "BEGIN READ ONLY" if read_only else "BEGIN READ WRITE")
 
     def commit(self, conn) -> None:
         """``COMMIT``; raises if the server rolled back instead (the transaction had failed)."""

@@ -100,11 +100,7 @@ def get_table_data(ctx, args):
     limit = min(limit, max_rows)
     offset = args.get("offset") or 0
 
-    with db.transaction(read_only=True, scope=ctx.scope) as conn:
-        if args.get("countOnly"):
-            total = _count(dialect, conn, table, group_cols, where, params)
-            ctx.audit["rows"] = 0
-            return {"meta": {"count": total}}
+    def read(conn):
         sql, sql_params = dialect.select_sql(table, sel.exprs, where, params, order, limit + 1, offset,
                                              [c.name for c in group_cols])
         rows = rr.fetch(ctx, dialect, conn, sql, sql_params, limit + 1)
@@ -123,6 +119,15 @@ def get_table_data(ctx, args):
                 meta["count"] = offset + len(out)     # the page reached the end: no second query needed
             else:
                 meta["count"] = _count(dialect, conn, table, group_cols, where, params)
+        return out, meta
+
+    if args.get("countOnly"):
+        total = db.read(lambda conn: _count(dialect, conn, table, group_cols, where, params), scope=ctx.scope)
+        ctx.audit["rows"] = 0
+        return {"meta": {"count": total}}
+    # One statement (one round trip, autocommit read) unless related rows or a count must
+    # come from the same snapshot.
+    out, meta = db.read(read, single=not (relations or args.get("includeCount")), scope=ctx.scope)
     if args.get("includeSchema"):
         meta["schema"] = schema_of(ctx, table)
     ctx.audit["rows"] = len(out)
