@@ -213,8 +213,9 @@ def report(res: dict) -> str:
             lines.append(f"  {name:<12} {r['calls_s']:>8.0f} calls/s  p50 {r['p50_ms']:.2f} ms  "
                          f"p99 {r['p99_ms']:.2f} ms  errors {r['errors']}  ({r.get('loadgen')})")
         lines.append("")
-    lines.append("10-row get_table_data: ours vs the raw driver in-process (floor); ratio = ours / floor+json calls/s")
-    lines.append(f"{'db':<11}{'conns':>5} | {'ours/s':>7} {'p50':>6} {'p99':>6} {'err':>4} | "
+    lines.append("10-row get_table_data: ours vs the raw driver in-process (floor); ratio = ours / floor+json calls/s; "
+                 "cpu µs = worker CPU time per call")
+    lines.append(f"{'db':<11}{'conns':>5} | {'ours/s':>7} {'p50':>6} {'p99':>6} {'err':>4} {'cpu µs':>6} | "
                  f"{'raw/s':>7} {'json/s':>7} {'orjson/s':>8} {'json p99':>8} | {'ours/json':>9}")
     for d, r in res["databases"].items():
         if "skipped" in r:
@@ -227,7 +228,7 @@ def report(res: dict) -> str:
             f = fl.get(c) or fl.get(str(c)) or {}
             lines.append(
                 f"{d:<11}{c:>5} | {_f(o.get('calls_s')):>7} {_f(o.get('p50_ms'), '{:.2f}'):>6} "
-                f"{_f(o.get('p99_ms'), '{:.2f}'):>6} {_f(o.get('errors')):>4} | "
+                f"{_f(o.get('p99_ms'), '{:.2f}'):>6} {_f(o.get('errors')):>4} {_f(o.get('cpu_us_per_call')):>6} | "
                 f"{_f(f.get('raw', {}).get('calls_s')):>7} {_f(f.get('json', {}).get('calls_s')):>7} "
                 f"{_f(f.get('orjson', {}).get('calls_s')):>8} {_f(f.get('json', {}).get('p99_ms'), '{:.2f}'):>8} | "
                 f"{_ratio(o.get('calls_s'), f.get('json', {}).get('calls_s')):>9}")
@@ -240,7 +241,7 @@ def report(res: dict) -> str:
                 f = fl.get(c) or fl.get(str(c)) or {}
                 lines.append(
                     f"{d[:6] + ' (sl)':<11}{c:>5} | {_f(o.get('calls_s')):>7} {_f(o.get('p50_ms'), '{:.2f}'):>6} "
-                    f"{_f(o.get('p99_ms'), '{:.2f}'):>6} {_f(o.get('errors')):>4} | {'':>7} {'':>7} {'':>8} {'':>8} | "
+                    f"{_f(o.get('p99_ms'), '{:.2f}'):>6} {_f(o.get('errors')):>4} {_f(o.get('cpu_us_per_call')):>6} | {'':>7} {'':>7} {'':>8} {'':>8} | "
                     f"{_ratio(o.get('calls_s'), f.get('json', {}).get('calls_s')):>9}")
         if "error" in r["ours"]:
             lines.append(f"{d:<11} ERROR: {r['ours']['error']}")

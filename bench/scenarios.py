@@ -135,11 +135,22 @@ def load_matrix(server, service: str, seconds: float, concurrency=(1, 16, 64), s
     drive(url, body, min(concurrency), min(seconds, 1.0), sessions[:1], version)  # warm-up
     out = {}
     for c in concurrency:
-        server.rss.reset()
-        r = drive(url, body, c, seconds, sessions[:c], version)
-        r["rss_peak_mb"] = server.rss.peak() / 1024
-        out[c] = r
+        out[c] = _measured(server, lambda: drive(url, body, c, seconds, sessions[:c], version))
     return out
+
+
+def _measured(server, run) -> dict:
+    """``run()``'s result plus the server's peak RSS and its workers' CPU time per call:
+    microseconds of worker CPU per call hardly depend on what else the machine is doing,
+    unlike calls/s on a shared 2-core box."""
+    server.rss.reset()
+    cpu0 = server.worker_cpu_s()
+    r = run()
+    cpu = server.worker_cpu_s() - cpu0
+    r["rss_peak_mb"] = server.rss.peak() / 1024
+    calls = r.get("calls") or 0
+    r["cpu_us_per_call"] = round(cpu / calls * 1e6, 1) if calls else None
+    return r
 
 
 def stateless_matrix(server, service: str, seconds: float, concurrency=(1, 16, 64),
@@ -161,10 +172,7 @@ def stateless_matrix(server, service: str, seconds: float, concurrency=(1, 16, 6
         return {"skipped": f"stateless call failed: HTTP {r.status}: {data[:200]!r}"}
     out = {}
     for c in concurrency:
-        server.rss.reset()
-        res = drive(url, body, c, seconds, (), loadgen.STATELESS_VERSION, headers)
-        res["rss_peak_mb"] = server.rss.peak() / 1024
-        out[c] = res
+        out[c] = _measured(server, lambda: drive(url, body, c, seconds, (), loadgen.STATELESS_VERSION, headers))
     return out
 
 

@@ -154,6 +154,18 @@ class BenchServer:
     def worker_pids(self) -> list[int]:
         return children(self.proc.pid)
 
+    def worker_cpu_s(self) -> float:
+        """CPU seconds (user + system) the workers have used so far (from /proc/<pid>/stat)."""
+        total = 0
+        for pid in self.worker_pids():
+            try:
+                with open(f"/proc/{pid}/stat") as fh:
+                    fields = fh.read().rsplit(")", 1)[1].split()
+                total += int(fields[11]) + int(fields[12])      # utime, stime (clock ticks)
+            except (OSError, IndexError, ValueError):
+                pass
+        return total / os.sysconf("SC_CLK_TCK")
+
     def worker_hwm_kb(self) -> int:
         return sum(status_kb(p, "VmHWM") for p in self.worker_pids())
 

@@ -26,10 +26,12 @@ on stderr with the request id.  When no logging is configured at all (a bare
 is attached instead.  The audit logger is pinned at INFO so a quieter
 ``log_level`` never silences it.
 
-Imports nothing from the project.
+Imports only ``logs`` from the project (to mark the request as logged: its audit
+record stands for the access line, see middleware.py).
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import sys
@@ -37,14 +39,18 @@ import time
 
 import orjson
 
+from .logs import AUDITED
+
 log = logging.getLogger("mcp_flask.audit")
 
 #: ``call.audit`` keys copied into the record, beside the ones the auditor adds.
 FIELDS = ("tool", "table", "rows", "duration_ms", "outcome")
 
 
+@functools.lru_cache(maxsize=4096)
 def fingerprint(session_id: str) -> str:
-    """A short, stable, non-reversible label for a session id."""
+    """A short, stable, non-reversible label for a session id (cached: computed once
+    per live session, not on every call)."""
     return hashlib.sha256(session_id.encode()).hexdigest()[:16] if session_id else ""
 
 
@@ -93,4 +99,5 @@ class Auditor:
         for k in FIELDS:
             rec[k] = audit.get(k)
         self.log.info("tool_call", extra={"audit": rec})
+        AUDITED.set(True)
         return rec

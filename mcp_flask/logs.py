@@ -34,6 +34,9 @@ import orjson
 REQUEST_ID = contextvars.ContextVar("mcp_request_id", default="")
 SESSION = contextvars.ContextVar("mcp_session", default="")
 SERVICE = contextvars.ContextVar("mcp_service", default="")
+#: Set when the request's tool call wrote its audit record (audit.py): that record, with
+#: the request id, stands for the request, so the middleware writes no access line too.
+AUDITED = contextvars.ContextVar("mcp_audited", default=False)
 
 #: Accepted client-supplied request ids: short, visible, no separators that could
 #: forge log fields or headers.
@@ -59,7 +62,8 @@ def session_tag(session_id: str | None) -> str:
 
 def bind(request_id: str = "", session: str = "", service: str = ""):
     """Set the logging context of the current request; returns tokens for ``reset``."""
-    return (REQUEST_ID.set(request_id), SESSION.set(session_tag(session)), SERVICE.set(service))
+    return (REQUEST_ID.set(request_id), SESSION.set(session_tag(session)), SERVICE.set(service),
+            AUDITED.set(False))
 
 
 def set_session(session_id: str) -> None:
@@ -68,11 +72,11 @@ def set_session(session_id: str) -> None:
 
 
 def reset(tokens) -> None:
-    for var, token in zip((REQUEST_ID, SESSION, SERVICE), tokens):
+    for var, token in zip((REQUEST_ID, SESSION, SERVICE, AUDITED), tokens):
         try:
             var.reset(token)
         except ValueError:  # reset from another context (a generator closed elsewhere)
-            var.set("")
+            var.set(var is not AUDITED and "")
 
 
 class ContextFilter(logging.Filter):

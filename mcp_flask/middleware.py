@@ -6,7 +6,9 @@ Flask app).  For each request it
 * takes ``X-Request-ID`` (or makes one), binds it with the session and service
   to the logging context (logs.py) and echoes it in the response;
 * counts the HTTP request by status (metrics.py) and writes one structured
-  access-log line when the response ends (``mcp_flask.access``);
+  access-log line when the response ends (``mcp_flask.access``), except for a
+  tool call answered with 200: its audit record (audit.py, same request id) is
+  that request's line;
 * keeps ``mcp_sse_streams_open`` right for SSE responses, and ends them cleanly
   when the worker is shutting down (a last comment, then the end of the body,
   so the client reconnects, with ``Last-Event-ID``, to a worker that stays);
@@ -177,7 +179,9 @@ class RequestMiddleware:
                 if err is None:
                     err = self._errors[key[0::2]] = metrics.ERRORS.labels(service, f"http_{status}")
                 err.inc()
-        if access_log.isEnabledFor(logging.INFO):
+        # One line per request: a tool call's audit record (with the request id, duration
+        # and outcome) already is its line, unless the HTTP exchange itself failed.
+        if access_log.isEnabledFor(logging.INFO) and not (logs.AUDITED.get() and status < 400 and not was_sse):
             access_log.info("%s %s %s", method, environ.get("PATH_INFO", ""), status, extra={
                 "http_method": method, "path": environ.get("PATH_INFO", ""), "status": status,
                 "duration_ms": round((time.perf_counter() - started) * 1000, 3),

@@ -151,15 +151,21 @@ def test_session_spreads_over_workers_with_exact_metrics_and_logs(start_server, 
     assert bad["isError"] is True
     assert s.rpc("no/such/method")["error"]["code"] == -32601
 
-    # Which worker served which request: the structured access log says.
+    # Which worker served which request: the structured logs say, one line per request:
+    # the access line, or for a tool call its audit record (which stands for it).
     def served():
         lines = [l for l in json_lines(server.output())
-                 if l.get("logger") == "mcp_flask.access" and l.get("request_id") in set(s.request_ids)]
+                 if l.get("logger") in ("mcp_flask.access", "mcp_flask.audit")
+                 and l.get("request_id") in set(s.request_ids)]
         return lines if len(lines) == len(s.request_ids) else None
     lines = poll(served)
+    assert len({l["request_id"] for l in lines}) == len(lines)      # exactly one line each
     assert len({l["pid"] for l in lines}) == 2, "both workers must have served the session"
+    audited = [l for l in lines if l["logger"] == "mcp_flask.audit"]
+    assert len(audited) == calls + 1 and {l["audit"]["tool"] for l in audited} == {"get_tables", "get_table_schema"}
     for l in lines:
-        assert l["service"] == "demo" and l["session"] == s.sid[:12] and l["status"] in (200, 202)
+        assert l["service"] == "demo" and l["session"] == s.sid[:12]
+        assert l["logger"] == "mcp_flask.audit" or l["status"] in (200, 202)
         assert len(l["session"]) < len(s.sid)          # the full id (a credential) is not logged
 
     text = httpx.get(server.base + "/metrics", timeout=10).text
@@ -234,3 +240,25 @@ def test_signal_during_an_in_flight_call_lets_it_finish(start_server, demo_db, r
         assert statuses and all(st < 500 for st in statuses), statuses
     get.__exit__(None, None, None)
     stream.close()
+
+
+# ---------------------------------------------------------------------------- access lines
+@pytest.mark.parametrize("classic", [False, True])
+def test_gunicorn_access_log_only_when_asked(start_server, demo_db, classic):
+    """gunicorn's own access log (and the per-request work of building its atoms) is off
+    unless MCP_FLASK_ACCESS_LOG asks for it; the app's structured lines are always there."""
+    env = {"MCP_FLASK_ACCESS_LOG": "-"} if classic else {}
+    server = start_server(config_for(demo_db), env=env)
+    s = Session(server.url())
+    s.initialize()
+    assert s.rpc("ping")["result"] == {}
+    assert s.tool("get_tables")["isError"] is False
+
+    def lines():
+        got = json_lines(server.output())
+        ours = [l for l in got if l.get("logger") in ("mcp_flask.access", "mcp_flask.audit")
+                and l.get("request_id") in set(s.request_ids)]
+        return got if len(ours) == len(s.request_ids) else None
+    got = poll(lines)
+    classic_lines = [l for l in got if l.get("logger") == "gunicorn.access"]
+    assert bool(classic_lines) is classic, classic_lines[:2]

@@ -247,7 +247,8 @@ def test_sessions_through_nginx_across_two_instances(topology, redis_scope, demo
         for line in text.splitlines():
             if line.startswith("{"):
                 rec = json.loads(line)
-                if rec.get("logger") == "mcp_flask.access" and rec.get("service") == "demo":
+                # One line per request: the access line, or a tool call's audit record.
+                if rec.get("logger") in ("mcp_flask.access", "mcp_flask.audit") and rec.get("service") == "demo":
                     server_lines.append(rec)
     assert server_lines
     assert {r["request_id"] for r in server_lines} <= ids
