@@ -39,7 +39,7 @@ import time
 
 import orjson
 
-from .logs import AUDITED
+from .logs import AUDITED, utc_stamp
 
 log = logging.getLogger("mcp_flask.audit")
 
@@ -85,9 +85,8 @@ class Auditor:
         if not self.log.isEnabledFor(logging.INFO):
             return None
         session = call.session
-        now = time.time()
         rec = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z",
+            "time": utc_stamp(time.time()),
             "event": "tool_call",
             "service": call.service.name,
             "session": fingerprint(session.id) if session is not None else "",

@@ -146,6 +146,8 @@ if _GunicornLogger is not None:
     logger_class = QuietAccessLogger
 
 _log_format = os.environ.get("MCP_FLASK_LOG_FORMAT", "json")
+from mcp_flask.logs import lean_records  # noqa: E402 - after the environment is settled
+lean_records()
 if _log_format == "json":
     # gunicorn's own messages (boot, worker exits, timeouts) in the same JSON lines as the app's.
     logconfig_dict = {

@@ -12,6 +12,7 @@ the context unless it is started with ``contextvars.copy_context().run``.
 * ``JsonFormatter`` writes ``{"ts","level","logger","msg","request_id","session",
   "service", ...extra}``; exceptions appear as their type and first line only
   (no stack traces in logs: they can carry values and paths);
+* ``lean_records()`` turns off the record fields no format prints (caller lookup);
 * ``configure(level, fmt)`` installs both on the root logger (gunicorn's own
   loggers use them too, through ``gunicorn_conf.logconfig_dict``).
 
@@ -89,12 +90,33 @@ class ContextFilter(logging.Filter):
         return True
 
 
+def lean_records() -> None:
+    """Skip the LogRecord fields no mcp-flask format prints (caller file/line/function,
+    thread and process names): looking up the caller walks the stack on every record,
+    a cost paid per tool call by the audit log.  Process ids are still recorded."""
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logMultiprocessing = False
+
+
+_ts_cache = [-1, ""]
+
+
+def utc_stamp(created: float) -> str:
+    """``2026-11-24T02:31:50.990Z`` for a ``time.time()`` value (the second part is cached)."""
+    sec = int(created)
+    if sec != _ts_cache[0]:
+        _ts_cache[1] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+        _ts_cache[0] = sec
+    return f"{_ts_cache[1]}.{int((created - sec) * 1000):03d}Z"
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line; extra fields passed with ``extra=`` are kept."""
 
     def format(self, record: logging.LogRecord) -> str:
         out = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "ts": utc_stamp(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
@@ -115,6 +137,7 @@ class JsonFormatter(logging.Formatter):
 
 def configure(level: str = "info", fmt: str = "json", stream=None) -> None:
     """Route every logger through one handler on stderr (JSON or plain text)."""
+    lean_records()
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.addFilter(ContextFilter())
     if fmt == "json":
