@@ -20,11 +20,41 @@ key (after the prefix)      what it holds
 ``tb:<key>``                token bucket of one rate-limit key (updated by a Lua script)
 ``svc:<service>``           a Redis stream: the service's broadcast channel (list_changed,
                             resources/updated) read by 2026-07-28 listen streams
+``inv``                     pub/sub channel: ids of sessions saved or deleted (evicts them
+                            from every worker's local cache, see below)
 =========================  ==============================================================
 
 Event ids are ``<stream id>_<stream entry id>`` (entry ids are ``<ms>-<seq>``, unique
 and ordered within the session), so ``Last-Event-ID`` names both the stream to resume
 and the position in it, even on another worker.
+
+Local record cache (the hot path).  Every MCP request looks its session up, and a Redis
+round trip for each one cost as much as a second worker gains.  So each worker (each store
+object) keeps the records it read for ``touch_interval`` seconds (default
+``min(ttl / 10, 2 s)``) and serves ``get`` from memory, with the same answers:
+
+* ``save`` and ``delete`` publish the session id on ``inv``.  Every store subscribes on a
+  connection of its own and, before serving a cached record, reads whatever that socket
+  already holds without blocking (``can_read(0)``, about 4 µs).  Redis queues a PUBLISH
+  for its subscribers and the reply for the publisher in the same event-loop turn and
+  writes both before it polls again, microseconds apart; a client that got worker A's
+  DELETE answer and then asks worker B is several network hops later, so B finds the
+  message in its socket and answers 404.
+* A record read while an invalidation came in is not cached (a sequence check), and the
+  cache is used only while the subscription is up: when it drops (Redis restarted,
+  CLIENT KILL, a fork) the cache is emptied and bypassed, and emptied again once a
+  background thread has subscribed anew (messages may have been lost in between).
+* Idle expiry stays in Redis: a cached record is read again with GETEX (which restarts
+  its TTL) once it is ``touch_interval`` old, so a session used through one worker's
+  cache is touched at least every ``touch_interval`` while in use, and one idle
+  everywhere expires.  Its Redis TTL is ``ttl + touch_interval``, because the last touch
+  may precede the last use by up to ``touch_interval``: a session is never dropped early
+  and at most ``touch_interval`` late.  ``count`` and ``sessions_of`` use the same window.
+* ``touch_interval`` also bounds how long a cached record could outlive a change Redis
+  does not announce (key eviction, FLUSHDB, a subscriber socket that died silently),
+  for one GETEX per session per worker every 2 s at most.
+* ``get`` hands out a copy (callers set ``log_level`` or add subscriptions, then
+  ``save``): concurrent requests never share a mutable record.
 
 Blocking reads (XREAD BLOCK, BLPOP) and the cancellation subscriber use redis-py
 over the standard socket module, which gevent patches: they yield to other
@@ -47,6 +77,8 @@ from contextlib import contextmanager
 
 import orjson
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from . import encoding
 from .errors import HttpError
@@ -62,6 +94,15 @@ _ENTRY_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
 MAX_BLOCK_S = 60.0
 #: Longest single XREAD of a GET-stream listener (see ``listen``).
 LISTEN_SLICE_MS = 5000
+#: Upper bound of ``touch_interval`` (cached records are re-read, and their TTL restarted,
+#: at least this often): bounds staleness Redis does not announce, costs one GETEX per
+#: session per worker per interval.
+TOUCH_MAX_S = 2.0
+#: How often the background thread drains the invalidation socket when no request does
+#: (keeps Redis' pub/sub output buffer short) and drops records past their interval.
+INV_POLL_S = 0.5
+#: Most records cached per worker (beyond it, records are served from Redis uncached).
+MAX_CACHED = 100_000
 
 # Token bucket: KEYS[1] = bucket hash; ARGV = capacity, refill per second.
 # Time comes from the Redis server (one clock for every worker and host).
@@ -133,13 +174,31 @@ def _loads(raw):
     return orjson.loads(raw)
 
 
+def _copy(session: Session, last_seen: float) -> Session:
+    """A private copy of a cached record (callers mutate what ``get`` returns, then save).
+
+    Shallow, except the subscription set, the one container callers change in place;
+    ``client_info`` and ``client_capabilities`` are only read.  About 1 µs."""
+    c = object.__new__(Session)
+    c.__dict__.update(session.__dict__)
+    c.subscriptions = set(session.subscriptions)
+    c.last_seen = last_seen
+    return c
+
+
 class RedisSessionStore:
     """Sessions shared by every worker and host that points at the same Redis and prefix."""
 
     def __init__(self, url: str, ttl: float, *, prefix: str = "mcp-flask:", replay_window: float = 300.0,
-                 socket_timeout: float = 5.0, max_connections: int = 1000):
+                 socket_timeout: float = 5.0, max_connections: int = 1000,
+                 touch_interval: float | None = None):
         self.ttl = float(ttl)
-        self.ttl_ms = max(1, int(self.ttl * 1000))
+        #: Seconds a cached record is served before it is read again (and its TTL restarted).
+        self.touch_interval = float(touch_interval if touch_interval is not None
+                                    else min(self.ttl / 10, TOUCH_MAX_S))
+        # The Redis TTL covers the idle time after the last use, which may come up to
+        # touch_interval after the last touch (see the module docstring).
+        self.ttl_ms = max(1, int((self.ttl + self.touch_interval) * 1000))
         self.replay_window_ms = max(1000, int(replay_window * 1000))
         self.prefix = prefix
         self.url = url
@@ -157,6 +216,23 @@ class RedisSessionStore:
         self._lock = threading.Lock()
         self._subscriber = None
         self._closing = False
+        # The local record cache: sid -> (Session, monotonic time of the GETEX it came from).
+        self._cache: dict[str, tuple[Session, float]] = {}
+        self._inv_channel = prefix + "inv"
+        # The invalidation subscription: its own connection, RESP2 (messages are plain
+        # replies), no hidden retries or reconnects: a lost subscription must be noticed,
+        # never silently replaced by one that missed messages.
+        self._inv_pool = redis.ConnectionPool.from_url(
+            url, protocol=2, health_check_interval=0, retry=Retry(NoBackoff(), 0),
+            socket_timeout=socket_timeout, socket_connect_timeout=socket_timeout, socket_keepalive=True)
+        self._inv_pool.connection_kwargs["protocol"] = 2      # even if the URL asks for RESP3
+        self._inv_lock = threading.Lock()
+        self._inv_conn = None           # the subscribed connection, None while not subscribed
+        self._inv_client_id = None      # its CLIENT ID (diagnostics, tests)
+        self._inv_pid = None            # the process the subscription belongs to
+        self._inv_gen = 0               # +1 on every (re)subscription and loss
+        self._inv_seq = 0               # +1 on every invalidation received
+        self._stats = {"hits": 0, "misses": 0, "subscriptions": 0, "losses": 0}
 
     # ------------------------------------------------------------------ keys
     def _k(self, kind: str, sid: str) -> str:
@@ -192,39 +268,88 @@ class RedisSessionStore:
 
     def close(self) -> None:
         self.shutdown()
+        with self._inv_lock:
+            self._lose_subscription(log_it=False)
         self.r.connection_pool.disconnect()
 
     # ------------------------------------------------------------------ records
     def create(self, session: Session) -> Session:
+        """Store a new record (and cache it here: nobody else knows its id yet)."""
+        self._check_process()
         now = time.time()
+        checked = time.monotonic()
         session.created = session.last_seen = now
         with _available():
             p = self.r.pipeline(transaction=False)
             p.set(self._k("s", session.id), encoding.dumps(session.to_dict()), px=self.ttl_ms)
             p.zadd(self._idx, {session.id: now})
             p.execute()
+        if self._inv_conn is not None and len(self._cache) < MAX_CACHED:
+            self._cache[session.id] = (_copy(session, now), checked)
         return session
 
     def get(self, session_id: str) -> Session | None:
-        """The live session (its idle clock restarted), or None if unknown or expired."""
+        """The live session (its idle clock restarted), or None if unknown or expired.
+
+        Served from this worker's cache while the record is younger than
+        ``touch_interval`` and no invalidation for it is pending; otherwise read from
+        Redis with GETEX, which restarts its TTL.  Always a private copy."""
+        self._check_process()
         now = time.time()
+        entry = self._cache.get(session_id)
+        if entry is not None and time.monotonic() - entry[1] < self.touch_interval:
+            # Read invalidations already in the socket first: a save or delete another
+            # worker answered before this request was sent is there by now.
+            with self._inv_lock:
+                live = self._drain()
+            if live:
+                entry = self._cache.get(session_id)
+                if entry is not None:
+                    self._stats["hits"] += 1
+                    return _copy(entry[0], now)
+        self._stats["misses"] += 1
+        # Taken before the read (after applying what already arrived): an invalidation
+        # received after this point, or a lost subscription, means the record read may be
+        # stale, so it is not cached.
+        with self._inv_lock:
+            subscribed = self._drain()
+            gen, seq = self._inv_gen, self._inv_seq
+        checked = time.monotonic()
         with _available():
             p = self.r.pipeline(transaction=False)
             p.getex(self._k("s", session_id), px=self.ttl_ms)
-            p.zadd(self._idx, {session_id: now}, xx=True)
-            raw, _ = p.execute()
+            p.zadd(self._idx, {session_id: now}, xx=True, ch=True)
+            raw, indexed = p.execute()
         if raw is None:
+            self._cache.pop(session_id, None)
+            if indexed:
+                # The record expired but its index entry was just refreshed: drop it, so
+                # count() does not report the session for another ttl.
+                with _available():
+                    self.r.zrem(self._idx, session_id)
             return None
         s = Session.from_dict(_loads(raw))
         s.last_seen = now
+        if subscribed:
+            with self._inv_lock:
+                if (self._drain() and self._inv_gen == gen and self._inv_seq == seq
+                        and len(self._cache) < MAX_CACHED):
+                    self._cache[session_id] = (_copy(s, now), checked)
         return s
 
     def save(self, session: Session) -> None:
-        """Persist changes made to a record (only while it exists: a deleted session stays deleted)."""
+        """Persist changes made to a record (only while it exists: a deleted session stays deleted).
+
+        Every worker's cached copy is invalidated before this returns (see ``get``)."""
         with _available():
-            self.r.set(self._k("s", session.id), encoding.dumps(session.to_dict()), px=self.ttl_ms, xx=True)
+            p = self.r.pipeline(transaction=False)
+            p.set(self._k("s", session.id), encoding.dumps(session.to_dict()), px=self.ttl_ms, xx=True)
+            p.publish(self._inv_channel, session.id)
+            p.execute()
+        self._cache.pop(session.id, None)
 
     def delete(self, session_id: str) -> bool:
+        """End a session everywhere (record, replay cursor, every worker's cached copy)."""
         with _available():
             p = self.r.pipeline(transaction=False)
             p.delete(self._k("s", session_id), self._k("gc", session_id))
@@ -232,20 +357,26 @@ class RedisSessionStore:
             # The end marker wakes GET listeners on every worker; the events go soon after.
             p.xadd(self._k("ev", session_id), {"t": "end"})
             p.pexpire(self._k("ev", session_id), 10_000)
+            p.publish(self._inv_channel, session_id)
             deleted = p.execute()[0]
+        self._cache.pop(session_id, None)
         return deleted > 0
+
+    def _idle_cutoff(self) -> float:
+        # idx scores are touch times; a record lives ttl + touch_interval after its last touch.
+        return time.time() - self.ttl - self.touch_interval
 
     def count(self) -> int:
         with _available():
             p = self.r.pipeline(transaction=False)
-            p.zremrangebyscore(self._idx, "-inf", f"({time.time() - self.ttl}")
+            p.zremrangebyscore(self._idx, "-inf", f"({self._idle_cutoff()}")
             p.zcard(self._idx)
             return int(p.execute()[1])
 
     def sessions_of(self, service: str) -> list[Session]:
         out = []
         with _available():
-            sids = self.r.zrangebyscore(self._idx, time.time() - self.ttl, "+inf")
+            sids = self.r.zrangebyscore(self._idx, self._idle_cutoff(), "+inf")
             for i in range(0, len(sids), 500):
                 chunk = sids[i:i + 500]
                 for raw in self.r.mget([self._k("s", sid.decode()) for sid in chunk]):
@@ -254,6 +385,133 @@ class RedisSessionStore:
                         if s.service == service:
                             out.append(s)
         return out
+
+    # ------------------------------------------------------------------ the local record cache
+    def cache_stats(self) -> dict:
+        """This worker's cache: hits, misses, entries, whether invalidations are subscribed,
+        how many subscriptions were made and lost, the subscriber's Redis CLIENT ID."""
+        return dict(self._stats, entries=len(self._cache), subscribed=self._inv_conn is not None,
+                    client_id=self._inv_client_id)
+
+    def _check_process(self) -> None:
+        """Start the invalidation subscriber once per process (a fork copies the parent's
+        socket and cache: neither may be used by the child)."""
+        if self._inv_pid != os.getpid():
+            self._start_invalidations()
+
+    def _start_invalidations(self) -> None:
+        with self._lock:
+            pid = os.getpid()
+            if self._inv_pid == pid:
+                return
+            self._inv_lock = threading.Lock()       # never one a parent thread held at fork
+            self._inv_conn = None                   # the parent's socket: not ours to read
+            self._cache = {}
+            self._inv_gen += 1
+            self._inv_pid = pid
+            threading.Thread(target=self._invalidation_loop, args=(pid,),
+                             name="mcp-flask-session-cache", daemon=True).start()
+
+    def _drain(self) -> bool:
+        """Apply every invalidation already received, without waiting; True while subscribed.
+
+        Caller holds ``_inv_lock``."""
+        conn = self._inv_conn
+        if conn is None:
+            return False
+        try:
+            # redis-py reconnects a closed connection on use: never let it do so here,
+            # a fresh connection would not be subscribed.
+            if getattr(conn, "_sock", True) is None:
+                raise redis.ConnectionError("subscriber connection closed")
+            while conn.can_read(0):
+                msg = conn.read_response()
+                if isinstance(msg, list) and len(msg) == 3 and msg[0] == b"message":
+                    self._inv_seq += 1
+                    self._cache.pop(msg[2].decode("utf-8", "replace"), None)
+        except Exception:  # noqa: BLE001 - any failure: the subscription can no longer be trusted
+            self._lose_subscription()
+            return False
+        return True
+
+    def _lose_subscription(self, log_it: bool = True) -> None:
+        """The subscription is gone: empty the cache and bypass it until resubscribed.
+
+        Caller holds ``_inv_lock``."""
+        conn = self._inv_conn
+        self._inv_conn = None
+        self._inv_gen += 1
+        self._cache.clear()
+        if conn is None:
+            return
+        self._stats["losses"] += 1
+        if log_it:
+            log.warning("session invalidation channel lost; serving sessions from Redis until resubscribed")
+        try:
+            conn.disconnect()
+        except Exception:  # noqa: BLE001 - the socket is already broken
+            pass
+
+    def _subscribe(self):
+        """A new connection subscribed to the invalidation channel, and its CLIENT ID."""
+        conn = self._inv_pool.connection_class(**self._inv_pool.connection_kwargs)
+        try:
+            conn.connect()
+            client_id = None
+            try:
+                conn.send_command("CLIENT", "ID")
+                client_id = int(conn.read_response())
+            except redis.ResponseError:     # e.g. an ACL without CLIENT: diagnostics only
+                pass
+            conn.send_command("SUBSCRIBE", self._inv_channel)
+            reply = conn.read_response()
+            if not (isinstance(reply, list) and reply and reply[0] == b"subscribe"):
+                raise redis.ConnectionError("unexpected reply to SUBSCRIBE")
+        except BaseException:
+            conn.disconnect()
+            raise
+        return conn, client_id
+
+    def _invalidation_loop(self, pid: int) -> None:
+        """(Re)subscribe whenever not subscribed; between requests, drain and prune."""
+        delay = 0.05
+        failing = False
+        while not self._closing and self._inv_pid == pid:
+            try:
+                if self._inv_conn is None:
+                    try:
+                        conn, client_id = self._subscribe()
+                    except Exception:  # noqa: BLE001 - Redis away: retry with backoff
+                        if not failing:
+                            log.warning("session invalidation channel unavailable; retrying")
+                        failing = True
+                        time.sleep(delay)
+                        delay = min(delay * 2, 2.0)
+                        continue
+                    failing, delay = False, 0.05
+                    with self._inv_lock:
+                        if self._closing or self._inv_pid != pid:
+                            conn.disconnect()
+                            return
+                        # Messages sent while unsubscribed are lost: start from nothing.
+                        self._cache.clear()
+                        self._inv_gen += 1
+                        self._inv_conn, self._inv_client_id = conn, client_id
+                        self._stats["subscriptions"] += 1
+                else:
+                    with self._inv_lock:
+                        self._drain()
+                    self._prune()
+            except Exception:  # noqa: BLE001 - never let the thread die
+                log.debug("session cache maintenance failed", exc_info=True)
+            time.sleep(INV_POLL_S if self._inv_conn is not None else delay)
+
+    def _prune(self) -> None:
+        """Drop records past their interval (they would be read again anyway)."""
+        oldest = time.monotonic() - self.touch_interval
+        for sid, entry in list(self._cache.items()):
+            if entry[1] < oldest and self._cache.get(sid) is entry:   # not replaced meanwhile
+                self._cache.pop(sid, None)
 
     # ------------------------------------------------------------------ SSE events and replay
     def append_event(self, session_id: str, stream_id, message) -> str:

@@ -4,7 +4,8 @@
 (``MCP_FLASK_TEST_REDIS``, default ``redis://127.0.0.1:6379/0``) and deletes its
 keys afterwards.  ``ThrowawayRedis`` runs a private ``redis-server`` on a free
 loopback port (no persistence) that a test may kill and restart, to see how
-the server behaves while Redis is away.
+the server behaves while Redis is away.  ``command_calls`` counts the commands a
+server ran (INFO commandstats), ``kill_client`` drops one connection server-side.
 """
 from __future__ import annotations
 
@@ -46,6 +47,18 @@ class RedisScope:
         keys = self.keys()
         if keys:
             self.client.delete(*keys)
+
+
+def command_calls(client, command: str) -> int:
+    """How many times the Redis server ran ``command`` since start or CONFIG RESETSTAT
+    (INFO commandstats: counted by the server, so only meaningful on a private server)."""
+    stats = client.info("commandstats").get("cmdstat_" + command.lower())
+    return int(stats["calls"]) if stats else 0
+
+
+def kill_client(client, client_id: int) -> None:
+    """Close one client connection from the server side (CLIENT KILL ID), as a restart would."""
+    assert client.client_kill_filter(_id=client_id) == 1
 
 
 def free_port() -> int:

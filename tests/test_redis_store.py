@@ -15,7 +15,7 @@ import pytest
 from mcp_flask.database import CallScope
 from mcp_flask.redis_store import RedisSessionStore, SessionStoreUnavailable
 from mcp_flask.sessions import Session, new_session_id
-from redis_helpers import RedisScope, ThrowawayRedis
+from redis_helpers import RedisScope, ThrowawayRedis, command_calls, kill_client
 
 
 @pytest.fixture
@@ -36,6 +36,14 @@ def stores(scope):
 
 def new_session(store, service="demo", **kw) -> Session:
     return store.create(Session(id=new_session_id(), service=service, protocol_version="2025-11-25", **kw))
+
+
+def subscribed(*stores):
+    """Wait until each store's invalidation subscription is up (its cache is in use)."""
+    for store in stores:
+        store.get("warm-up")                    # starts the subscriber thread
+        poll(lambda: store.cache_stats()["subscribed"])
+    return stores
 
 
 def poll(predicate, deadline_s=5.0, every=0.02):
@@ -290,6 +298,155 @@ def test_keys_carry_the_prefix_and_expire(stores, scope):
             assert scope.client.pttl(k) > 0, k
 
 
+# ---------------------------------------------------------------------------- the local record cache
+def redis_client(url):
+    import redis
+    return redis.Redis.from_url(url)
+
+
+def test_cache_hits_do_not_touch_redis():
+    """Served from memory: the server runs no GETEX (nor anything else) for cached gets."""
+    server = ThrowawayRedis()
+    a, b = (RedisSessionStore(server.url, ttl=60, prefix="cache:", touch_interval=30) for _ in range(2))
+    try:
+        subscribed(a, b)
+        s = new_session(a)
+        assert b.get(s.id) is not None and a.get(s.id) is not None     # b reads it once
+        client = redis_client(server.url)
+        client.config_resetstat()
+        hits = a.cache_stats()["hits"] + b.cache_stats()["hits"]
+        for _ in range(200):
+            assert a.get(s.id).id == s.id and b.get(s.id).id == s.id
+        assert a.cache_stats()["hits"] + b.cache_stats()["hits"] == hits + 400
+        assert command_calls(client, "getex") == 0 and command_calls(client, "zadd") == 0
+        # Only the stats call itself reached the server.
+        assert {k.split("|")[0] for k in client.info("commandstats")} <= {"cmdstat_info", "cmdstat_config"}
+        # An unknown id is not cached: it is asked for every time.
+        assert a.get("no-such-session") is None and a.get("no-such-session") is None
+        assert command_calls(client, "getex") == 2
+    finally:
+        a.close()
+        b.close()
+        server.close()
+
+
+def test_get_hands_out_private_copies(stores):
+    a, _ = subscribed(*stores)
+    s = new_session(a)
+    first = a.get(s.id)
+    first.log_level = "debug"
+    first.subscriptions.add("db://demo/tables")
+    first.initialized = True
+    second = a.get(s.id)
+    assert a.cache_stats()["hits"] >= 1
+    assert second is not first
+    assert second.log_level is None and second.subscriptions == set() and second.initialized is False
+
+
+def test_delete_on_one_worker_is_seen_by_the_other_at_once(stores):
+    a, b = subscribed(*stores)
+    for _ in range(200):
+        s = new_session(a)
+        assert b.get(s.id) is not None                  # read from Redis, cached
+        hits = b.cache_stats()["hits"]
+        assert b.get(s.id) is not None                  # served from b's cache
+        assert b.cache_stats()["hits"] == hits + 1
+        assert a.delete(s.id) is True
+        assert b.get(s.id) is None                      # no sleep: the invalidation is there
+        assert a.get(s.id) is None
+    assert b.cache_stats()["subscribed"] and b.cache_stats()["losses"] == 0
+
+
+def test_save_on_one_worker_is_seen_by_the_other_at_once(stores):
+    a, b = subscribed(*stores)
+    s = new_session(a)
+    levels = ["debug", "info", "notice", "warning", "error"]
+    for i in range(100):
+        assert b.get(s.id) is not None and b.get(s.id) is not None     # cached on b
+        mine = a.get(s.id)
+        mine.log_level = levels[i % len(levels)]
+        mine.subscriptions.add(f"db://demo/t{i}")
+        a.save(mine)
+        seen = b.get(s.id)
+        assert seen.log_level == levels[i % len(levels)]
+        assert f"db://demo/t{i}" in seen.subscriptions and len(seen.subscriptions) == i + 1
+    assert b.cache_stats()["hits"] >= 100
+
+
+def test_cached_sessions_still_expire_when_idle(scope):
+    a, b = (RedisSessionStore(scope.url, ttl=0.6, prefix=scope.prefix) for _ in range(2))
+    try:
+        subscribed(a, b)
+        s = new_session(a)
+        assert a.get(s.id) is not None and b.get(s.id) is not None
+        time.sleep(1.0)                     # idle everywhere for more than ttl + touch_interval
+        assert a.get(s.id) is None and b.get(s.id) is None
+        assert a.count() == 0
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_session_used_through_one_cache_stays_alive_in_redis(scope):
+    """Touches are lazy (one GETEX per touch_interval) yet keep the Redis TTL alive."""
+    a, b = (RedisSessionStore(scope.url, ttl=1.0, prefix=scope.prefix) for _ in range(2))
+    try:
+        subscribed(a, b)
+        assert a.touch_interval == pytest.approx(0.1)
+        s = new_session(a)
+        misses = a.cache_stats()["misses"]
+        started = time.monotonic()
+        gets = 0
+        while time.monotonic() - started < 3.0:         # three TTLs, only through a's cache
+            assert a.get(s.id) is not None
+            assert scope.client.pttl(scope.prefix + "s:" + s.id) > 0
+            gets += 1
+            time.sleep(0.02)
+        elapsed = time.monotonic() - started
+        reads = a.cache_stats()["misses"] - misses
+        assert reads <= elapsed / a.touch_interval + 2 and reads < gets / 2
+        assert b.get(s.id) is not None and a.count() == 1
+        assert [x.id for x in b.sessions_of("demo")] == [s.id]
+        time.sleep(1.0 + a.touch_interval + 0.3)          # then idle everywhere
+        assert a.get(s.id) is None and b.get(s.id) is None
+    finally:
+        a.close()
+        b.close()
+
+
+def test_lost_subscription_bypasses_then_clears_the_cache(scope):
+    # A touch interval far beyond the test: only invalidations can refresh b's copy.
+    a, b = (RedisSessionStore(scope.url, ttl=600, prefix=scope.prefix, touch_interval=600)
+            for _ in range(2))
+    try:
+        subscribed(a, b)
+        # 1. The subscriber connection is killed, then the session deleted: b notices the
+        #    dead socket on its next get and reads Redis instead of its cache.
+        s = new_session(a)
+        assert b.get(s.id) is not None and b.get(s.id) is not None
+        kill_client(scope.client, b.cache_stats()["client_id"])
+        assert a.delete(s.id) is True
+        assert b.get(s.id) is None
+        assert b.cache_stats()["losses"] == 1
+        # 2. Killed, then saved while b is not subscribed (the message is lost): once b has
+        #    subscribed again its cache starts empty, so it never serves the old record.
+        poll(lambda: b.cache_stats()["subscribed"])
+        s2 = new_session(a)
+        assert b.get(s2.id).log_level is None and b.get(s2.id).log_level is None
+        subscriptions = b.cache_stats()["subscriptions"]
+        kill_client(scope.client, b.cache_stats()["client_id"])
+        mine = a.get(s2.id)
+        mine.log_level = "debug"
+        a.save(mine)
+        poll(lambda: b.cache_stats()["subscriptions"] > subscriptions)     # b's thread resubscribed
+        assert b.get(s2.id).log_level == "debug"
+        hits = b.cache_stats()["hits"]
+        assert b.get(s2.id).log_level == "debug" and b.cache_stats()["hits"] == hits + 1
+    finally:
+        a.close()
+        b.close()
+
+
 # ---------------------------------------------------------------------------- Redis outages
 def test_outage_raises_a_clear_503_and_recovers():
     server = ThrowawayRedis()
@@ -297,6 +454,10 @@ def test_outage_raises_a_clear_503_and_recovers():
     try:
         s = new_session(store)
         assert store.ping()["ok"] is True
+        subscribed(store)
+        hits = store.cache_stats()["hits"]
+        assert store.get(s.id) is not None and store.get(s.id) is not None
+        assert store.cache_stats()["hits"] > hits          # served from the cache until...
         server.stop()
         with pytest.raises(SessionStoreUnavailable) as info:
             store.get(s.id)
@@ -314,6 +475,8 @@ def test_outage_raises_a_clear_503_and_recovers():
         fresh = poll(recovered, deadline_s=10, every=0.1)
         assert store.get(fresh.id) is not None
         assert store.get(s.id) is None              # a Redis without persistence lost it
+        poll(lambda: store.cache_stats()["subscribed"], deadline_s=10)     # resubscribed
+        assert store.get(fresh.id) is not None and store.get(s.id) is None
     finally:
         store.close()
         server.close()
