@@ -61,6 +61,9 @@ def loadavg() -> str:
         return " ".join(fh.read().split()[:3])
 
 
+DEFAULT_REDIS = "redis://127.0.0.1:6379/15"
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true",
@@ -70,9 +73,12 @@ def parse_args(argv=None):
     p.add_argument("--seconds", type=float, help="seconds per load point (default 10, quick 2)")
     p.add_argument("--concurrency", help="connections, comma-separated (default 1,16,64; quick 1,16)")
     p.add_argument("--sizes", help="large-fetch sizes (default 1000,10000,100000; quick 1000,10000)")
-    p.add_argument("--workers", type=int, default=1, help="gunicorn workers (more than 1 needs --redis)")
-    p.add_argument("--redis", default="", help="Redis URL for sessions with --workers 2, e.g. "
-                                             "redis://127.0.0.1:6379/15")
+    p.add_argument("--workers", default="auto",
+                   help="gunicorn workers; 'auto' (default): one per core when Redis answers at --redis "
+                        "(the recommended deployment), else 1. More than 1 needs Redis")
+    p.add_argument("--redis", default=DEFAULT_REDIS,
+                   help=f"Redis URL for sessions shared by the workers (default {DEFAULT_REDIS}); "
+                        "'' for none")
     p.add_argument("--worker-class", default="gevent",
                    help="gunicorn worker class: gevent (default) or gevent_pywsgi (gevent's own HTTP server)")
     p.add_argument("--stateless", action="store_true",
@@ -94,9 +100,33 @@ def parse_args(argv=None):
     args.conc = [int(c) for c in (args.concurrency or ("1,16" if args.quick else "1,16,64")).split(",")]
     sizes = args.sizes or ("1000,10000" if args.quick else "1000,10000,100000")
     args.size_list = [min(int(s), args.rows) for s in sizes.split(",")]
-    if args.workers > 1 and not args.redis:
-        p.error("--workers > 1 needs --redis (sessions must be shared between workers)")
+    reachable = bool(args.redis) and redis_answers(args.redis)
+    if args.workers == "auto":
+        args.workers = max(1, min(os.cpu_count() or 1, 8)) if reachable else 1
+    else:
+        try:
+            args.workers = int(args.workers)
+        except ValueError:
+            p.error("--workers must be a number or 'auto'")
+    if args.workers > 1 and not reachable:
+        p.error(f"--workers > 1 needs a reachable Redis (--redis {args.redis or '(none)'}): "
+                "sessions must be shared between workers")
+    if args.workers == 1:
+        args.redis = ""             # one worker keeps sessions in memory
     return args
+
+
+def redis_answers(url: str) -> bool:
+    """True when a Redis server answers PING at ``url`` within a second."""
+    try:
+        import redis
+        client = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except Exception:  # noqa: BLE001 - no redis-py, or no server: run one worker
+        return False
 
 
 def log(msg: str) -> None:
