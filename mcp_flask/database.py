@@ -208,6 +208,7 @@ class Database:
                     scope.attach(dialect, conn)
                 broken = False
                 try:
+                    dialect.start_read(conn)
                     return work(conn)
                 except BaseException as exc:
                     gone = self._is_disconnect(exc)

@@ -864,7 +864,9 @@ def quote(value, style):
 def probe(sqlite_backend):
     """A one-column table for round trips, in the same SQLite database."""
     d, conn = sqlite_backend.dialect, sqlite_backend.conn
+    d.begin(conn)                       # connections are read-only outside write transactions
     d.execute(conn, "CREATE TABLE probe (id INTEGER PRIMARY KEY, name TEXT)")
+    d.commit(conn)
     return d.introspect(conn).table("probe")
 
 
@@ -873,8 +875,10 @@ def probe(sqlite_backend):
        op=st.sampled_from(["=", "!=", "contains", "starts with", "ends with", "in", "not contains"]))
 def test_quoted_strings_round_trip_and_stay_out_of_the_sql(sqlite_backend, probe, value, style, op):
     d, conn = sqlite_backend.dialect, sqlite_backend.conn
+    d.begin(conn)
     d.execute(conn, "DELETE FROM probe")
     d.execute(conn, "INSERT INTO probe (id, name) VALUES (1, ?), (2, ?)", (value, value + "\u2063"))
+    d.commit(conn)
     literal = quote(value, style)
     text = f"name in ({literal})" if op == "in" else f"name {op} {literal}"
     where, values = compile_filter_text(text, probe, d)

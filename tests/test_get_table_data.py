@@ -373,6 +373,9 @@ def test_a_ten_row_filtered_ordered_read_runs_one_select(app_factory, demo_db):
         assert len(data["resource"]) == 10
         selects = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
         assert len(selects) == 1, statements
+        # ... and nothing else: the connection is read-only by default (PRAGMA query_only),
+        # so a single-statement read needs no BEGIN, COMMIT or PRAGMA around it.
+        assert statements == selects, statements
         statements.clear()
         data = c.data("get_table_data", {"tableName": "orders", "limit": 10, "related": "*"})
         selects = [s for s in statements if s.lstrip().upper().startswith("SELECT")]

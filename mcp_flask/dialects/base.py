@@ -107,6 +107,10 @@ class Dialect:
         """
         return False
 
+    def start_read(self, conn) -> None:
+        """Before an autocommit read (``Database.read``): per-call set-up without a round
+        trip (SQLite arms its statement timeout here); nothing on the server databases."""
+
     def restore_session(self, conn) -> None:
         """Re-assert the connection's session defaults after user code (a routine or a
         trigger) may have changed them; the base has none to restore."""

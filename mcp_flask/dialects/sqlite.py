@@ -30,6 +30,8 @@ class _Connection(sqlite3.Connection):
 
     deadline = 0.0
     cancelled = False
+    #: ``PRAGMA query_only`` is on (the session default; see ``begin``).
+    read_only_session = False
 
 
 def simple_type(decl: str) -> tuple[str, int | None, int | None, int | None]:
@@ -117,6 +119,10 @@ class SqliteDialect(Dialect):
             raise DatabaseUnavailable(f"the SQLite database of service '{self.service.name}' "
                                       f"cannot be opened (missing file or no permission)") from None
         conn.execute("PRAGMA foreign_keys = ON")
+        # Read-only by default (as on the server databases): a single SELECT then runs
+        # without BEGIN / COMMIT; writes switch it off inside their transaction (begin).
+        conn.execute("PRAGMA query_only = 1")
+        conn.read_only_session = True
         conn.set_progress_handler(self._progress(conn), 5000)
         return conn
 
@@ -140,10 +146,22 @@ class SqliteDialect(Dialect):
         return isinstance(exc, sqlite3.ProgrammingError) and "closed" in str(exc)
 
     # ---------------------------------------------------------------- transactions
+    autocommit_reads = True
+
+    def session_read_only(self, conn) -> bool:
+        """``PRAGMA query_only`` is on (only ``begin``/``_end`` change it: SQLite has no
+        routines, and triggers cannot run PRAGMAs)."""
+        return bool(getattr(conn, "read_only_session", False))
+
+    def start_read(self, conn) -> None:
+        """Arm the statement timeout for an autocommit read (``Database.read``)."""
+        self.arm(conn)
+
     def begin(self, conn, read_only: bool = False) -> None:
         self.arm(conn)
-        if read_only:
-            self.execute(conn, "PRAGMA query_only = 1")
+        if not read_only:
+            conn.read_only_session = False
+            self.execute(conn, "PRAGMA query_only = 0")
         self.execute(conn, "BEGIN")
 
     def _end(self, conn, sql: str) -> None:
@@ -151,7 +169,9 @@ class SqliteDialect(Dialect):
             if conn.in_transaction:
                 self.execute(conn, sql)
         finally:
-            conn.execute("PRAGMA query_only = 0")
+            if not conn.read_only_session:
+                conn.execute("PRAGMA query_only = 1")
+                conn.read_only_session = True
             conn.deadline = 0.0
 
     def commit(self, conn) -> None:
