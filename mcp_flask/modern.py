@@ -344,7 +344,7 @@ class ModernTransport:
                     if item is _DONE:
                         finished = True
                         return
-                    yield sse.event(item)
+                    yield from sse.event_pieces(item)     # a large result in pieces
             finally:
                 if not finished:
                     # 2026-07-28: the client closing the request's stream cancels the request.

@@ -456,8 +456,21 @@ class Protocol:
 
     @staticmethod
     def tool_result(payload, structured: bool) -> dict:
-        """A CallToolResult: the JSON text block, plus structuredContent for 2025-06-18+."""
-        body = encoding.dumps(payload)
+        """A CallToolResult: the JSON text block, plus structuredContent for 2025-06-18+.
+
+        The payload is encoded once and embedded twice (as the text block's string
+        and as raw JSON).  A payload holding ``encoding.Lazy`` parts (a large page of
+        rows, already encoded batch by batch) stays lazy: the text block is an
+        ``encoding.JsonString`` and structuredContent the ``encoding.Document``
+        itself, both written piece by piece by the transport, with the same bytes
+        the eager path would give.
+        """
+        body = encoding.encode_lazy(payload)
+        if not isinstance(body, bytes):
+            out = {"content": [{"type": "text", "text": encoding.JsonString(body)}], "isError": False}
+            if structured and isinstance(payload, dict):
+                out["structuredContent"] = body
+            return out
         out = {"content": [{"type": "text", "text": body.decode()}], "isError": False}
         if structured and isinstance(payload, dict):
             out["structuredContent"] = encoding.Raw(body)

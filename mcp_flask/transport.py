@@ -22,6 +22,16 @@ Order of checks (transports spec, 2025-11-25; see shared/reference/mcp-protocol.
    when the client accepts it and the call will send more than one message
    (progress, log messages, a question to the user).  Notifications and
    responses get 202 with no body.
+
+Large results (``encoding.Lazy``: a page of rows encoded batch by batch) are
+written piece by piece, never as one bytes object: a JSON answer with its exact
+Content-Length (``respond``), an SSE answer as one ``data:`` line in pieces.
+While a request answered inline (JSON) runs, ``liveness`` can tell whether its
+client is still connected, so a long read stops as soon as the client leaves.
+A resumable SSE stream's call keeps running instead (a disconnect is not a
+cancellation there), and a result too large to keep for replay
+(``REPLAY_MAX_BYTES``) is recorded in the event store as a short tool error
+asking to call again, not copied.
 """
 from __future__ import annotations
 
@@ -32,8 +42,8 @@ import secrets
 import threading
 from urllib.parse import urlsplit
 
-from . import encoding, jsonrpc, sse
-from .errors import HttpError, ProtocolError
+from . import encoding, jsonrpc, liveness, sse
+from .errors import HttpError, LimitExceeded, ProtocolError
 from .protocol import SESSION_VERSIONS, Call, negotiate
 from .modern import ModernTransport
 from .sessions import GET_STREAM, Session, new_session_id
@@ -57,6 +67,26 @@ RESUME_POLL_S = 0.05
 _RESUME_WAIT = threading.Event()
 #: Longest wait for the client's answer to a server-to-client request.
 ASK_TIMEOUT_S = 300.0
+#: Largest lazy (streamed) result recorded whole in the session's event store for
+#: Last-Event-ID replay; a larger one is recorded as a short "call again" tool error
+#: (the in-memory store would keep the rows alive for the replay window, Redis would
+#: get a copy of every byte).
+REPLAY_MAX_BYTES = 1 << 20
+
+
+def client_socket(environ):
+    """This request's client socket (gunicorn's workers; ``gunicorn.sock`` under gevent's
+    pywsgi worker), for ``liveness``; None elsewhere."""
+    return environ.get("gunicorn.socket") or environ.get("gunicorn.sock")
+
+
+def replay_stand_in(message: dict, size: int) -> dict:
+    """What the event store keeps instead of a ``size``-byte result: a tool error saying
+    it cannot be replayed (the live stream still sends the real result)."""
+    err = LimitExceeded(f"the result ({size} bytes) was too large to keep for replay after a reconnect; "
+                        f"call the tool again (a smaller limit is safer)")
+    return jsonrpc.result(message.get("id"), {"content": [{"type": "text", "text": err.text()}],
+                                              "isError": True})
 
 
 def confirmer(request):
@@ -215,7 +245,14 @@ class Transport:
                 ("Access-Control-Expose-Headers", "Mcp-Session-Id, MCP-Protocol-Version")]
 
     def respond(self, environ, start_response, status: int, body: bytes = b"", headers=None):
+        """Start the response; its body iterable.  ``body`` is bytes or an ``encoding.Lazy``
+        document, written in pieces with its exact Content-Length known up front."""
         hdrs = list(headers or [])
+        if isinstance(body, encoding.Lazy):
+            hdrs.append(("Content-Length", str(body.size())))
+            hdrs += self.cors_headers(environ)
+            start_response(_STATUS.get(status, f"{status} Error"), hdrs)
+            return encoding.write_pieces(body)
         if body:
             hdrs.append(("Content-Length", str(len(body))))
         hdrs += self.cors_headers(environ)
@@ -223,7 +260,7 @@ class Transport:
         return [body] if body else []
 
     def json(self, environ, start_response, payload, status: int = 200, extra=None):
-        return self.respond(environ, start_response, status, encoding.dumps(payload),
+        return self.respond(environ, start_response, status, encoding.encode_lazy(payload),
                             JSON_HEADERS + list(extra or []))
 
     def http_error(self, environ, start_response, exc: HttpError):
@@ -253,7 +290,13 @@ class Transport:
             return self.json(environ, start_response, jsonrpc.error_for(exc), exc.http_status)
         first = messages[0]
         if not is_batch and self.modern.wants(environ, first):
-            return self.modern.post(environ, start_response, service, first)
+            # Stateless calls are answered inline (or over a stream whose closing cancels
+            # them): a client that leaves ends the call's reads either way.
+            watched = liveness.watch(client_socket(environ))
+            try:
+                return self.modern.post(environ, start_response, service, first)
+            finally:
+                liveness.unwatch(watched)
         if not is_batch and first.kind == jsonrpc.REQUEST and first.method == "initialize":
             return self.initialize(environ, start_response, service, first)
         if any(m.method == "initialize" for m in messages):
@@ -273,14 +316,24 @@ class Transport:
         if not requests:
             return self.respond(environ, start_response, 202)
         if is_batch:
-            out = [r for r in (self.serve(service, session, version, m) for m in requests) if r is not None]
+            watched = liveness.watch(client_socket(environ))
+            try:
+                out = [r for r in (self.serve(service, session, version, m) for m in requests) if r is not None]
+            finally:
+                liveness.unwatch(watched)
             if not out:
                 return self.respond(environ, start_response, 202)
             return self.json(environ, start_response, out)
         msg = requests[0]
         if self.wants_stream(environ, service, session, msg):
             return self.stream(environ, start_response, service, session, version, msg)
-        response = self.serve(service, session, version, msg)
+        # Answered inline: a long read stops if the client leaves (not so for SSE streams
+        # above, which are resumable: there a disconnect is not a cancellation).
+        watched = liveness.watch(client_socket(environ))
+        try:
+            response = self.serve(service, session, version, msg)
+        finally:
+            liveness.unwatch(watched)
         if response is None:
             # Cancelled by the client: no response is sent for it (cancellation spec).
             return self.respond(environ, start_response, 202)
@@ -333,7 +386,12 @@ class Transport:
         events: queue.Queue = queue.Queue()
 
         def emit(message) -> None:
-            events.put((store.append_event(session.id, stream_id, message), message))
+            # Encoded once here: the queue carries bytes, or a lazy document for a large result.
+            body = encoding.encode_lazy(message)
+            kept = message
+            if isinstance(body, encoding.Lazy) and body.size() > REPLAY_MAX_BYTES:
+                kept = replay_stand_in(message, body.size())
+            events.put((store.append_event(session.id, stream_id, kept), body))
 
         def request(method: str, params: dict, timeout: float | None = None):
             rid = f"srv-{secrets.token_hex(8)}"
@@ -372,7 +430,7 @@ class Transport:
                     continue
                 if item is _DONE:
                     return
-                yield sse.event(item[1], item[0])
+                yield from sse.event_pieces(item[1], item[0])
 
         start_response("200 OK", sse.HEADERS + self.cors_headers(environ))
         return body()

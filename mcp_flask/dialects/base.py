@@ -170,6 +170,8 @@ class Dialect:
 
         The base version iterates an ordinary cursor; server databases override it
         with a server-side cursor.  The generator closes its cursor when closed early.
+        A consumer may ``send()`` a new batch size into the generator; later batches
+        use it (every dialect's ``stream`` accepts this).
         """
         cur = None
         try:
@@ -180,7 +182,9 @@ class Dialect:
                 rows = cur.fetchmany(batch)
                 if not rows:
                     return
-                yield names, rows
+                wanted = yield names, rows
+                if wanted:
+                    batch = max(1, int(wanted))
         except Exception as exc:  # noqa: BLE001
             raise self.map_error(exc) from None
         finally:

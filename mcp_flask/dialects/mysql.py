@@ -618,7 +618,8 @@ class MysqlDialect(Dialect):
         most ``stream_drain_rows`` unread rows so the connection stays usable;
         with more left it closes the connection instead (``is_closed`` turns true)
         because draining millions of rows costs more than a reconnect.  Either way
-        no unread result reaches the next query.
+        no unread result reaches the next query.  A consumer may ``send()`` a new
+        batch size into the generator; later batches use it.
         """
         cur = conn.cursor(pymysql.cursors.SSCursor)
         finished = False
@@ -633,7 +634,9 @@ class MysqlDialect(Dialect):
                 if not rows:
                     finished = True
                     return
-                yield names, rows
+                wanted = yield names, rows
+                if wanted:
+                    batch = max(1, int(wanted))
         except Exception as exc:  # noqa: BLE001
             # pymysql marks an unbuffered result finished when the server sends an
             # error packet (e.g. the statement timeout mid-stream), so close() is safe.
@@ -721,6 +724,19 @@ class MysqlDialect(Dialect):
         if isinstance(value, (dict, list, tuple)):
             return json.dumps(value, ensure_ascii=False)
         return value
+
+    #: Column types whose values ``decode_value`` leaves alone, except BIT columns (typed
+    #: boolean/integer, read as bytes) and SET columns (typed string): see ``decoder``.
+    _PLAIN_TYPES = frozenset({"integer", "bigint", "smallint", "mediumint", "tinyint", "id", "bigid",
+                              "decimal", "double", "float", "string", "text", "mediumtext", "longtext", "uuid"})
+
+    def decoder(self, column: Column | None):
+        """None (no per-cell call) for columns whose values ``decode_value`` never changes:
+        numbers, text and UUIDs, but not BIT or SET columns; else the per-value decoder."""
+        if (column is not None and column.type in self._PLAIN_TYPES and not column.extra.get("set")
+                and not (column.db_type or "").lower().startswith("bit")):
+            return None
+        return super().decoder(column)
 
     def decode_value(self, column: Column | None, value):
         """A pymysql value read from ``column``, made ready for JSON encoding.

@@ -488,8 +488,17 @@ class PostgresDialect(Dialect):
     name = "postgresql"
     placeholder = "%s"
     supports_routines = True
-    #: Fetched per round trip by ``stream`` when the caller does not say.
-    stream_batch = 500
+    #: Rows per FETCH when the caller does not say (callers may resize batches: see ``stream``).
+    stream_batch = 2000
+    #: Most rows ``stream`` turns into Python tuples (and yields) at a time.
+    stream_slice = 1000
+    #: Column types whose values ``decode_value`` never changes, so reads skip the per-cell
+    #: call (Dialect.decoder).  It only rewrites bytea memoryviews, ranges, arrays and lists
+    #: of those: none of these types' values (ints, Decimal, float, bool, str, date/time,
+    #: UUID).  Not "string" (enums, ranges and composites map to it), "array", "binary", JSON.
+    plain_types = frozenset({"smallint", "integer", "bigint", "smallid", "id", "bigid", "decimal", "money",
+                             "float", "double", "boolean", "text", "date", "time", "timetz", "datetime",
+                             "datetimetz", "uuid"})
     application_name = "mcp-flask"
     #: Lower bound of the idle-in-transaction timeout: it only catches leaked or
     #: abandoned transactions (a stream whose reader stalled), never a live statement.
@@ -755,6 +764,11 @@ class PostgresDialect(Dialect):
         the connection goes back to the pool as it came.  (psycopg2's named
         cursors are not used: they refuse autocommit connections, and switching
         autocommit off would hide a caller's own ``BEGIN`` from psycopg2.)
+
+        Each FETCH of ``batch`` rows is a round trip, and is yielded in slices of
+        at most ``stream_slice`` rows.  A consumer that learns how wide the rows are
+        may ``send()`` a new batch size into the generator (``record_reads`` sizes
+        batches by their encoded bytes), which the next FETCH uses.
         """
         batch = int(batch or self.stream_batch)
         cursor_name = self.quote("mcpf_" + uuid.uuid4().hex)
@@ -767,18 +781,24 @@ class PostgresDialect(Dialect):
                 own_tx = True
             cur.execute(f"DECLARE {cursor_name} NO SCROLL CURSOR FOR {sql}", tuple(params))
             declared = True
-            fetch = f"FETCH FORWARD {batch} FROM {cursor_name}"
             names = None
             while True:
-                cur.execute(fetch, ())
+                asked, got = batch, 0
+                cur.execute(f"FETCH FORWARD {asked} FROM {cursor_name}", ())
                 if names is None:
                     names = [d[0] for d in cur.description]
-                rows = cur.fetchall()
-                if not rows:
-                    return
-                yield names, rows
-                if len(rows) < batch:
-                    return
+                # The FETCH result sits in libpq as compact text; it becomes Python tuples
+                # at most stream_slice rows at a time.
+                while True:
+                    rows = cur.fetchmany(self.stream_slice)
+                    if not rows:
+                        break
+                    got += len(rows)
+                    wanted = yield names, rows
+                    if wanted:
+                        batch = max(1, int(wanted))
+                if got < asked:
+                    return      # the cursor is exhausted: no empty FETCH round trip
         except GeneratorExit:
             raise
         except Exception as exc:  # noqa: BLE001 - every driver error is mapped
@@ -825,6 +845,16 @@ class PostgresDialect(Dialect):
             return value
         return _bind_typed(column.type, value, f"column '{column.name}'",
                            column.extra.get("element_type"))
+
+    def decoder(self, column: Column | None):
+        """None (no per-cell call) for ``plain_types`` and for plain character columns
+        (``string`` also covers enums, ranges and composites, which are decoded)."""
+        if column is not None and column.type == "string":
+            db_type = (column.db_type or "").lower()
+            if db_type == "name" or db_type == "character" or db_type.startswith(("character varying",
+                                                                                  "character(")):
+                return None
+        return super().decoder(column)
 
     def decode_value(self, column: Column | None, value: Any) -> Any:
         """Driver value -> Python value for the JSON encoder.

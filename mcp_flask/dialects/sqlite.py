@@ -197,6 +197,36 @@ class SqliteDialect(Dialect):
                                        details={"column": column.name}) from None
         return value
 
+    def decoder(self, column):
+        """The per-value decoder, specialised for the two common decoded types (large reads
+        call it once per cell): decimal columns read as REAL (Decimal of the float's repr,
+        quantized to the column's scale) and datetime text; anything else goes through
+        ``decode_value``, so the result is always exactly what it returns."""
+        generic = super().decoder(column)
+        if generic is None or column is None:
+            return generic
+        if column.type == "decimal":
+            quantum = Decimal(1).scaleb(-column.scale) if column.scale is not None else None
+
+            def decimal_value(value, _float=float, _decimal=Decimal, _repr=repr):
+                if type(value) is _float:
+                    d = _decimal(_repr(value))
+                    return d.quantize(quantum) if quantum is not None else d
+                return generic(value)
+            return decimal_value
+        if column.type in ("datetime", "timestamp"):
+            parse = datetime.datetime.fromisoformat
+
+            def datetime_value(value, _str=str):
+                if type(value) is _str:
+                    try:
+                        return parse(value)
+                    except ValueError:
+                        return value
+                return generic(value)
+            return datetime_value
+        return generic
+
     def decode_value(self, column, value):
         if value is None or column is None:
             return value

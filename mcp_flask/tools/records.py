@@ -103,19 +103,17 @@ def get_table_data(ctx, args):
     def read(conn):
         sql, sql_params = dialect.select_sql(table, sel.exprs, where, params, order, limit + 1, offset,
                                              [c.name for c in group_cols])
-        rows = rr.fetch(ctx, dialect, conn, sql, sql_params, limit + 1)
-        more = len(rows) > limit
-        if more:
-            rows = rows[:limit]
         decoders = sel.decoders if len(sel.keys) == out_width else [d for d in sel.decoders if d[0] < out_width]
-        out = rr.to_dicts(rows, sel.keys[:out_width], decoders)
+        # A large page without related records comes back already encoded (rr.read_page).
+        rows, out, more = rr.read_page(ctx, dialect, conn, sql, sql_params, limit, sel.keys[:out_width],
+                                       decoders, encode=not relations)
         if relations and rows:
             rr.attach_related(ctx, dialect, conn, table, sel, rows, out, relations)
         meta = {"returned": len(out), "more": more, "limit": limit, "offset": offset}
         if more:
             meta["next"] = offset + limit
         if args.get("includeCount"):
-            if not more and (rows or not offset):
+            if not more and (out or not offset):
                 meta["count"] = offset + len(out)     # the page reached the end: no second query needed
             else:
                 meta["count"] = _count(dialect, conn, table, group_cols, where, params)
