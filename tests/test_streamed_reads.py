@@ -28,6 +28,8 @@ import tracemalloc
 from decimal import Decimal
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from dialect_fixtures import create_pg_database, dialect_db  # noqa: F401 (fixtures)
 
 from mcp_flask import encoding, liveness
@@ -502,3 +504,64 @@ def test_live_client_disconnect_frees_the_connection_within_a_second(live_pg):
     r = httpx.post(server.url("pg"), headers=dict(h, Accept="application/json"),
                    json=tools_call({"tableName": "big", "limit": 5}), timeout=30)
     assert r.json()["result"]["structuredContent"]["meta"]["returned"] == 5
+
+
+# ---------------------------------------------------------------- SQLite decimal text fast path
+@settings(max_examples=3000, deadline=None)
+@given(value=st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-2**63, 2**63 - 1),
+                       st.decimals(places=4, min_value=-10**9, max_value=10**9, allow_nan=False).map(float)),
+       scale=st.one_of(st.none(), st.integers(0, 10)))
+def test_sqlite_decimal_decoder_prints_exactly_what_the_decimal_path_prints(value, scale):
+    """The SQLite decoder's shortcut (the repr padded with zeros, no Decimal built) must
+    encode to the same JSON as the general path (Decimal of the repr, quantized)."""
+    from decimal import InvalidOperation
+
+    from mcp_flask import encoding
+    from mcp_flask.config import ServiceConfig
+    from mcp_flask.dialects import dialect_for
+    from mcp_flask.metadata import Column
+    dialect = dialect_for(ServiceConfig(name="d", url="sqlite:///:memory:"))
+    col = Column(name="price", type="decimal", db_type=f"NUMERIC(20,{scale})", precision=20, scale=scale)
+    try:
+        expected = encoding.dumps(dialect.decode_value(col, value))
+    except InvalidOperation:
+        return              # too many digits for the scale: the general path raises too
+    try:
+        got = encoding.dumps(dialect.decoder(col)(value))
+    except InvalidOperation:
+        raise AssertionError(f"the shortcut raised where the general path did not: {value!r}") from None
+    assert got == expected, (value, scale)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(values=st.lists(st.one_of(st.none(), st.floats(), st.integers(-2**63, 2**63 - 1),
+                                 st.decimals(places=3, min_value=-10**6, max_value=10**6,
+                                             allow_nan=False).map(float),
+                                 st.sampled_from(["x", "2024-01-01 00:00:00"])), max_size=30),
+       scale=st.integers(0, 6), homogeneous=st.booleans())
+def test_sqlite_column_decoders_equal_value_by_value_decoding(values, scale, homogeneous):
+    """``dec.column`` (a whole column through C-level maps) gives exactly ``dec`` per value."""
+    from mcp_flask.config import ServiceConfig
+    from mcp_flask.dialects import dialect_for
+    from mcp_flask.metadata import Column
+    dialect = dialect_for(ServiceConfig(name="d", url="sqlite:///:memory:"))
+    if homogeneous:      # the fast path's case: no NULLs, one Python type
+        values = [v for v in values if isinstance(v, float)] or [1.5, 2.25]
+    for col in (Column(name="p", type="decimal", db_type=f"NUMERIC(12,{scale})", precision=12, scale=scale),
+                Column(name="t", type="datetime", db_type="DATETIME")):
+        dec = dialect.decoder(col)
+        expected = [None if v is None else dec(v) for v in values]
+        got = dec.column(tuple(values))
+        assert encoding.dumps(got) == encoding.dumps(expected), (col.type, values)
+
+
+def test_sqlite_datetime_column_decoder_takes_the_fast_path_for_valid_text():
+    from mcp_flask.config import ServiceConfig
+    from mcp_flask.dialects import dialect_for
+    from mcp_flask.metadata import Column
+    dialect = dialect_for(ServiceConfig(name="d", url="sqlite:///:memory:"))
+    dec = dialect.decoder(Column(name="t", type="datetime", db_type="DATETIME"))
+    got = dec.column(("2024-01-01 00:00:01", "2024-02-29 23:59:59"))
+    assert encoding.dumps(got) == b'["2024-01-01T00:00:01","2024-02-29T23:59:59"]'
+    # An invalid date anywhere: every value still decoded as value-by-value decoding does.
+    assert dec.column(("2024-02-30 00:00:00", "2024-01-01 00:00:01"))[0] == "2024-02-30 00:00:00"

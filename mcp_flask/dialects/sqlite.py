@@ -206,13 +206,60 @@ class SqliteDialect(Dialect):
         if generic is None or column is None:
             return generic
         if column.type == "decimal":
-            quantum = Decimal(1).scaleb(-column.scale) if column.scale is not None else None
+            scale = column.scale
+            quantum = Decimal(1).scaleb(-scale) if scale is not None else None
+            zeros = "0" * (scale or 0)
 
-            def decimal_value(value, _float=float, _decimal=Decimal, _repr=repr):
-                if type(value) is _float:
-                    d = _decimal(_repr(value))
-                    return d.quantize(quantum) if quantum is not None else d
+            def decimal_value(value, _float=float, _int=int, _decimal=Decimal, _repr=repr):
+                kind = type(value)
+                if kind is _float:
+                    r = _repr(value)
+                    if scale is not None and "e" not in r and "n" not in r and (value or scale <= 6):
+                        # Plain repr (|v| >= 1e-4: no exponent, not inf/nan) with no more
+                        # decimals than the scale: the quantized value's text is the repr
+                        # padded with zeros, exactly what str(Decimal) would print (the JSON
+                        # encoder writes decimals as that text), without building one.
+                        # (Zero at a scale above 6 prints as "0E-7": left to Decimal.)
+                        frac = len(r) - r.index(".") - 1
+                        if frac <= scale:
+                            return r + zeros[:scale - frac]
+                        if scale == 0 and r.endswith(".0"):
+                            return r[:-2]
+                    d = _decimal(r)
+                    if quantum is None:
+                        return d
+                    try:
+                        return d.quantize(quantum)
+                    except InvalidOperation:     # more digits than the scale allows: as stored
+                        return d
+                if kind is _int and scale is not None and (value or scale <= 6) and -10 ** 15 < value < 10 ** 15:
+                    # SQLite stores integral numerics as INTEGER: 12 -> "12.00".
+                    return f"{value}.{zeros}" if scale else str(value)
                 return generic(value)
+
+            if scale is not None and scale <= 6:
+                fmt = f"%.{scale}f".__mod__
+                # Below this magnitude half a float's ulp is far below half a unit of the
+                # last decimal, so '%.<scale>f' of a double lands on its repr's decimals.
+                bound = 2.0 ** 52 / 10 ** scale / 16
+
+                def decimal_column(values, _float=float, _list=list, _map=map):
+                    # A whole column at C speed: '%.2f' of a (not too large) double whose
+                    # text, read back, is the same double had a repr with at most 2
+                    # decimals, so it is the repr padded with zeros: what decimal_value
+                    # returns for every value.  Anything else (NULLs, text, nan, large
+                    # numbers, more decimals) fails a check and goes value by value.
+                    if None not in values and values:
+                        try:
+                            if not -bound < min(values) <= max(values) < bound:
+                                raise ValueError
+                            texts = _list(_map(fmt, values))
+                            if _list(_map(_float, texts)) == _list(values):
+                                return texts
+                        except (TypeError, ValueError, OverflowError):
+                            pass
+                    return [None if v is None else decimal_value(v) for v in values]
+                decimal_value.column = decimal_column
             return decimal_value
         if column.type in ("datetime", "timestamp"):
             parse = datetime.datetime.fromisoformat
@@ -224,6 +271,16 @@ class SqliteDialect(Dialect):
                     except ValueError:
                         return value
                 return generic(value)
+
+            def datetime_column(values, _list=list, _map=map):
+                # The common case (text, all valid, no NULL) parsed by C code alone.
+                if None not in values:
+                    try:
+                        return _list(_map(parse, values))
+                    except (TypeError, ValueError):
+                        pass
+                return [None if v is None else datetime_value(v) for v in values]
+            datetime_value.column = datetime_column
             return datetime_value
         return generic
 
@@ -251,7 +308,10 @@ class SqliteDialect(Dialect):
             except InvalidOperation:
                 return value
             if column.scale is not None:
-                d = d.quantize(Decimal(1).scaleb(-column.scale))
+                try:
+                    d = d.quantize(Decimal(1).scaleb(-column.scale))
+                except InvalidOperation:     # SQLite does not enforce the declared precision
+                    pass
             return d
         return value
 

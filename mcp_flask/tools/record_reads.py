@@ -445,7 +445,10 @@ def to_dicts(rows: list[tuple], keys: list[str], decoders: list) -> list[dict]:
         return []
     cols = list(zip(*rows))
     for pos, dec in decoders:
-        cols[pos] = [None if v is None else dec(v) for v in cols[pos]]
+        # A decoder may decode a whole column at once (``dec.column``: C-level maps for the
+        # common case, same values as ``dec`` one by one).
+        whole = getattr(dec, "column", None)
+        cols[pos] = whole(cols[pos]) if whole is not None else [None if v is None else dec(v) for v in cols[pos]]
     return list(map(dict, map(zip, repeat(keys), zip(*cols))))
 
 
