@@ -22,7 +22,8 @@ Production defaults, each overridable by environment variables:
 * ``forwarded_allow_ips``: X-Forwarded-* are trusted only from the configured proxies
   (``MCP_FLASK_FORWARDED_ALLOW_IPS`` / ``server.forwarded_allow_ips``, default loopback).
 
-Hooks: ``post_worker_init`` makes psycopg2 cooperative (psycogreen) and installs the
+Hooks: ``pre_request`` yields to the gevent hub (fairness between connections);
+``post_worker_init`` makes psycopg2 cooperative (psycogreen) and installs the
 graceful-shutdown handler; ``worker_exit`` returns pool connections; ``child_exit``
 drops a dead worker's live gauges (prometheus multiprocess mode); ``on_exit``
 removes the metrics directory this run created.
@@ -175,6 +176,14 @@ if workers > 1 and not _settings.server.redis_url:
 
 
 # -------------------------------------------------------------------- hooks
+_sleep = None
+if worker_class.startswith("gevent"):
+    try:
+        from gevent import sleep as _sleep
+    except ImportError:         # the worker class will fail to load anyway, with gunicorn's message
+        _sleep = None
+
+
 def post_worker_init(worker):
     """Inside each worker, after gevent patched the standard library.
 
@@ -197,6 +206,21 @@ def post_worker_init(worker):
         _begin_shutdown(worker)
 
     signal.signal(signal.SIGTERM, on_term)
+
+
+def pre_request(worker, req):
+    """Under gevent, let the other connections' greenlets run before each request.
+
+    gevent switches greenlets only when one would block.  On a keep-alive connection
+    whose client sends its next request as soon as it has the answer, the next
+    request is already in the socket when the greenlet reads it, so a request that
+    never waits (SQLite, a metadata call served from cache, a ping) never yields:
+    that one connection keeps the worker and the others' requests wait in their
+    sockets (measured: p99 of 1-2 s at 16 connections on SQLite with two workers).
+    One switch through the hub per request keeps the worker fair.
+    """
+    if _sleep is not None:
+        _sleep(0)
 
 
 def _begin_shutdown(worker):

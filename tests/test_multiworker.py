@@ -262,3 +262,45 @@ def test_gunicorn_access_log_only_when_asked(start_server, demo_db, classic):
     got = poll(lines)
     classic_lines = [l for l in got if l.get("logger") == "gunicorn.access"]
     assert bool(classic_lines) is classic, classic_lines[:2]
+
+
+# ---------------------------------------------------------------------------- fairness under gevent
+def test_a_busy_keep_alive_connection_does_not_starve_the_others(start_server, demo_db):
+    """gevent switches greenlets only when one would block: a connection whose next
+    requests are already waiting in its socket (here: 1,500 pipelined /healthz requests)
+    would keep the worker until all are answered.  The pre_request hook yields once per
+    request, so a second connection's request is answered while the first one's are
+    still being served."""
+    import socket as _socket
+
+    server = start_server(config_for(demo_db))
+    port = int(server.base.rsplit(":", 1)[1])
+    request = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    n = 1500
+    busy = _socket.create_connection(("127.0.0.1", port))
+    other = _socket.create_connection(("127.0.0.1", port))
+    try:
+        busy.sendall(request * n)
+        time.sleep(0.005)                      # the worker is now working through the batch
+        other.sendall(request)
+        other.settimeout(10)
+        got = b""
+        while b"\r\n\r\n" not in got:
+            got += other.recv(65536)
+        assert got.startswith(b"HTTP/1.1 200")
+        # Count what the busy connection has received by now (without waiting for more).
+        busy.setblocking(False)
+        received = b""
+        try:
+            while True:
+                chunk = busy.recv(1 << 20)
+                if not chunk:
+                    break
+                received += chunk
+        except BlockingIOError:
+            pass
+        answered = received.count(b"HTTP/1.1 200")
+        assert answered < n * 0.9, f"the other connection waited for {answered} of {n} pipelined requests"
+    finally:
+        busy.close()
+        other.close()
