@@ -29,6 +29,7 @@ setup(
         "gunicorn>=23.0",
         "gevent>=24.2",
         "packaging>=23.0",          # gunicorn's gevent worker imports it
+        "gunicorn_h1c>=0.6",        # gunicorn's C HTTP parser (picohttpparser), used when installed
         "psycopg2-binary>=2.9.9",
         "psycogreen>=1.0.2",
         "pymysql>=1.1",

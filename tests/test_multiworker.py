@@ -304,3 +304,11 @@ def test_a_busy_keep_alive_connection_does_not_starve_the_others(start_server, d
     finally:
         busy.close()
         other.close()
+
+
+def test_gunicorn_parses_http_with_its_c_parser():
+    """gunicorn_h1c is a declared dependency: gunicorn's 'auto' parser setting then uses it
+    (picohttpparser) instead of the pure-Python request parser on every request."""
+    from gunicorn.config import Config
+    from gunicorn.http import message
+    assert message._check_fast_parser(Config()) is True
