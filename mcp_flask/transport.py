@@ -253,8 +253,9 @@ class Transport:
             hdrs += self.cors_headers(environ)
             start_response(_STATUS.get(status, f"{status} Error"), hdrs)
             return encoding.write_pieces(body)
-        if body:
-            hdrs.append(("Content-Length", str(len(body))))
+        # Always a length, 0 included: without one gunicorn frames an empty 202 as a
+        # chunked body (an extra write for its terminator).
+        hdrs.append(("Content-Length", str(len(body))))
         hdrs += self.cors_headers(environ)
         start_response(_STATUS.get(status, f"{status} Error"), hdrs)
         return [body] if body else []

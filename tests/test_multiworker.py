@@ -312,3 +312,69 @@ def test_gunicorn_parses_http_with_its_c_parser():
     from gunicorn.config import Config
     from gunicorn.http import message
     assert message._check_fast_parser(Config()) is True
+
+
+def _read_responses(sock, count: int, head_only_at=()) -> list[tuple[bytes, dict, bytes]]:
+    """Read ``count`` HTTP/1.1 responses off a keep-alive socket: (status line, headers, body).
+    Responses listed in ``head_only_at`` answer HEAD requests (headers only)."""
+    buf = b""
+    out = []
+    while len(out) < count:
+        while b"\r\n\r\n" not in buf:
+            chunk = sock.recv(65536)
+            assert chunk, f"connection closed after {len(out)} responses"
+            buf += chunk
+        head, buf = buf.split(b"\r\n\r\n", 1)
+        lines = head.split(b"\r\n")
+        headers = {k.strip().lower().decode(): v.strip().decode()
+                   for k, v in (l.split(b":", 1) for l in lines[1:])}
+        length = 0 if len(out) in head_only_at else int(headers.get("content-length", "0"))
+        while len(buf) < length:
+            chunk = sock.recv(65536)
+            assert chunk
+            buf += chunk
+        out.append((lines[0], headers, buf[:length]))
+        buf = buf[length:]
+    return out
+
+
+def test_responses_are_framed_exactly_when_headers_ride_with_the_body(start_server, demo_db):
+    """post_worker_init swaps in a response that sends the headers with the first body
+    chunk: every kind of answer must still be framed exactly, on one keep-alive connection
+    (small JSON, HEAD without a body, 202 without a body, a 404, a large JSON answer sent
+    in pieces)."""
+    import socket as _socket
+
+    server = start_server(config_for(demo_db))
+    port = int(server.base.rsplit(":", 1)[1])
+    s = Session(server.url())
+    s.initialize()
+    big = {"jsonrpc": "2.0", "id": 9, "method": "tools/call",
+           "params": {"name": "get_table_data", "arguments": {"tableName": "events", "limit": 1000}}}
+    note = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+
+    def post(msg):
+        body = json.dumps(msg).encode()
+        return (f"POST /mcp/demo HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                f"Accept: application/json, text/event-stream\r\nMcp-Session-Id: {s.sid}\r\n"
+                f"MCP-Protocol-Version: {s.version}\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+
+    requests = [b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+                b"HEAD /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+                post(note), post(big),
+                b"GET /no-such-page HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+                b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"]
+    sock = _socket.create_connection(("127.0.0.1", port), timeout=30)
+    try:
+        for r in requests:                    # one at a time: each answer read before the next
+            sock.sendall(r)
+        got = _read_responses(sock, len(requests), head_only_at=(1,))
+    finally:
+        sock.close()
+    statuses = [line.split(b" ")[1] for line, _, _ in got]
+    assert statuses == [b"200", b"200", b"202", b"200", b"404", b"200"], statuses
+    assert json.loads(got[0][2]) == json.loads(got[5][2]) and got[1][2] == b""
+    assert got[1][1]["content-length"] == got[0][1]["content-length"]     # HEAD: same headers, no body
+    assert got[2][1]["content-length"] == "0"                              # 202: an empty body, not chunked
+    result = json.loads(got[3][2])["result"]
+    assert len(got[3][2]) > 64 * 1024 and len(result["structuredContent"]["resource"]) == 1000
