@@ -166,7 +166,7 @@ class Database:
             dialect.commit(conn)
         except BaseException as exc:
             gone = self._is_disconnect(exc)
-            broken = gone or not self._rollback(conn)
+            broken = gone or not self._succeeds(self.dialect.rollback, conn)
             if gone:
                 self.pool.purge_idle()
             if scope is not None and scope.cancelled and isinstance(exc, ToolError):
@@ -178,7 +178,7 @@ class Database:
             if not broken and not read_only:
                 # Writes and routine calls run user code (triggers, routines) that may have
                 # changed the session's read-only default: put it back before reuse.
-                broken = not self._restore(conn)
+                broken = not self._succeeds(self.dialect.restore_session, conn)
             if not broken:
                 broken = self._unfit(conn)
             self.pool.release(conn, broken=broken)
@@ -228,14 +228,6 @@ class Database:
         with self.transaction(read_only=True, scope=scope) as conn:
             return work(conn)
 
-    def _restore(self, conn) -> bool:
-        """``dialect.restore_session``; False when the connection is unusable."""
-        try:
-            self.dialect.restore_session(conn)
-            return True
-        except Exception:  # noqa: BLE001 - a connection we cannot reset is discarded
-            return False
-
     def _unfit(self, conn) -> bool:
         """True when ``conn`` must not go back to the pool: closed, or its read-only
         session default provably changed (user code flipped it)."""
@@ -273,7 +265,8 @@ class Database:
                 dialect.begin(conn, read_only)
                 return conn
             except BaseException as exc:
-                dead = isinstance(exc, ToolError) and (self._is_disconnect(exc) or self._looks_broken(conn))
+                dead = isinstance(exc, ToolError) and (
+                    self._is_disconnect(exc) or not self._succeeds(self.dialect.ping, conn))
                 if scope is not None:
                     scope.detach()
                 self.pool.release(conn, broken=dead or not isinstance(exc, ToolError))
@@ -297,20 +290,15 @@ class Database:
         except Exception:  # noqa: BLE001
             return True
 
-    def _rollback(self, conn) -> bool:
-        """Roll back; False when the connection is unusable and must be discarded."""
+    @staticmethod
+    def _succeeds(op, conn) -> bool:
+        """Run ``op(conn)`` (a rollback, a session reset, a ping); False when it failed:
+        the connection is unusable and must be discarded."""
         try:
-            self.dialect.rollback(conn)
+            op(conn)
             return True
-        except Exception:  # noqa: BLE001 - a failed rollback means a broken connection
+        except Exception:  # noqa: BLE001 - any failure here means a broken connection
             return False
-
-    def _looks_broken(self, conn) -> bool:
-        try:
-            self.dialect.ping(conn)
-            return False
-        except Exception:  # noqa: BLE001
-            return True
 
     # ------------------------------------------------------------------ catalog
     def catalog(self, refresh: bool = False) -> Catalog:
