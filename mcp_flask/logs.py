@@ -77,7 +77,7 @@ def reset(tokens) -> None:
         try:
             var.reset(token)
         except ValueError:  # reset from another context (a generator closed elsewhere)
-            var.set(var is not AUDITED and "")
+            var.set(False if var is AUDITED else "")
 
 
 class ContextFilter(logging.Filter):
