@@ -248,16 +248,13 @@ class Transport:
         """Start the response; its body iterable.  ``body`` is bytes or an ``encoding.Lazy``
         document, written in pieces with its exact Content-Length known up front."""
         hdrs = list(headers or [])
-        if isinstance(body, encoding.Lazy):
-            hdrs.append(("Content-Length", str(body.size())))
-            hdrs += self.cors_headers(environ)
-            start_response(_STATUS.get(status, f"{status} Error"), hdrs)
-            return encoding.write_pieces(body)
         # Always a length, 0 included: without one gunicorn frames an empty 202 as a
         # chunked body (an extra write for its terminator).
-        hdrs.append(("Content-Length", str(len(body))))
+        hdrs.append(("Content-Length", str(encoding.size_of(body))))
         hdrs += self.cors_headers(environ)
         start_response(_STATUS.get(status, f"{status} Error"), hdrs)
+        if isinstance(body, encoding.Lazy):
+            return encoding.write_pieces(body)
         return [body] if body else []
 
     def json(self, environ, start_response, payload, status: int = 200, extra=None):
@@ -293,11 +290,8 @@ class Transport:
         if not is_batch and self.modern.wants(environ, first):
             # Stateless calls are answered inline (or over a stream whose closing cancels
             # them): a client that leaves ends the call's reads either way.
-            watched = liveness.watch(client_socket(environ))
-            try:
+            with liveness.watching(client_socket(environ)):
                 return self.modern.post(environ, start_response, service, first)
-            finally:
-                liveness.unwatch(watched)
         if not is_batch and first.kind == jsonrpc.REQUEST and first.method == "initialize":
             return self.initialize(environ, start_response, service, first)
         if any(m.method == "initialize" for m in messages):
@@ -317,11 +311,8 @@ class Transport:
         if not requests:
             return self.respond(environ, start_response, 202)
         if is_batch:
-            watched = liveness.watch(client_socket(environ))
-            try:
+            with liveness.watching(client_socket(environ)):
                 out = [r for r in (self.serve(service, session, version, m) for m in requests) if r is not None]
-            finally:
-                liveness.unwatch(watched)
             if not out:
                 return self.respond(environ, start_response, 202)
             return self.json(environ, start_response, out)
@@ -330,11 +321,8 @@ class Transport:
             return self.stream(environ, start_response, service, session, version, msg)
         # Answered inline: a long read stops if the client leaves (not so for SSE streams
         # above, which are resumable: there a disconnect is not a cancellation).
-        watched = liveness.watch(client_socket(environ))
-        try:
+        with liveness.watching(client_socket(environ)):
             response = self.serve(service, session, version, msg)
-        finally:
-            liveness.unwatch(watched)
         if response is None:
             # Cancelled by the client: no response is sent for it (cancellation spec).
             return self.respond(environ, start_response, 202)
