@@ -211,8 +211,7 @@ class Database:
                     dialect.start_read(conn)
                     return work(conn)
                 except BaseException as exc:
-                    gone = self._is_disconnect(exc)
-                    broken = gone or not self._settled(conn)
+                    gone = broken = self._is_disconnect(exc)     # else checked in finally
                     if gone:
                         self.pool.purge_idle()
                     if scope is not None and scope.cancelled and isinstance(exc, ToolError):
