@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 
+import orjson
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 
@@ -44,27 +45,59 @@ def check_schema(schema: dict) -> None:
         _CHECKED.add(key)
 
 
+#: Valid instances remembered per validator (their canonical JSON), and the largest one kept.
+MEMO_SIZE = 1024
+MEMO_KEY_BYTES = 1024
+
+
+def memo_key(instance) -> bytes | None:
+    """The canonical JSON of a small instance (keys sorted), or None when it must not be
+    remembered: too large, not JSON (orjson raises), or holding ``null`` (orjson also
+    writes NaN and infinities as ``null``, and those validate differently)."""
+    try:
+        key = orjson.dumps(instance, option=orjson.OPT_SORT_KEYS)
+    except TypeError:
+        return None
+    if len(key) > MEMO_KEY_BYTES or b"null" in key:
+        return None
+    return key
+
+
 class Validator:
-    """One compiled schema.  ``errors(instance)`` -> None or a readable message."""
+    """One compiled schema.  ``errors(instance)`` -> None or a readable message.
 
-    __slots__ = ("schema", "_v", "_fast")
+    Agents repeat the same arguments call after call (the same table, filter and
+    page size), so the validator remembers the canonical JSON of small instances it
+    found valid: a repeat costs one ``orjson.dumps`` and a set lookup instead of a
+    walk of the schema.  Validity depends only on the instance's JSON value, which
+    the key is; only successes are remembered, every rejection is worded afresh.
+    """
 
-    def __init__(self, schema: dict):
+    __slots__ = ("schema", "_v", "_fast", "_valid", "_memo")
+
+    def __init__(self, schema: dict, memo: bool = True):
         check_schema(schema)
         self.schema = schema
         self._v = Draft202012Validator(schema)
         # A plain-Python "certainly valid" check for simple schemas (see schema_fastpath);
         # jsonschema still decides (and words) every rejection.
         self._fast = compile_accept(schema)
+        self._valid: set = set()
+        self._memo = memo
 
     def is_valid(self, instance) -> bool:
-        if self._fast is not None and self._fast(instance):
-            return True
-        return self._v.is_valid(instance)
+        return self.error(instance) is None
 
     def error(self, instance) -> str | None:
         """None when valid; otherwise the most relevant error as one sentence."""
+        key = memo_key(instance) if self._memo else None
+        if key is not None and key in self._valid:
+            return None
         if (self._fast is not None and self._fast(instance)) or self._v.is_valid(instance):
+            if key is not None:
+                if len(self._valid) >= MEMO_SIZE:
+                    self._valid.clear()     # a new working set: start again (no LRU bookkeeping)
+                self._valid.add(key)
             return None
         err = best_match(self._v.iter_errors(instance))
         return describe_error(err)
@@ -91,7 +124,8 @@ class SchemaSet:
 
     def __init__(self, root: str | None = None):
         self.root = root or schema_dir()
-        self.envelope = {n: Validator(self._load("jsonrpc", n)) for n in ("request", "notification", "response")}
+        # Envelopes differ in every request (the id): nothing to remember there.
+        self.envelope = {n: Validator(self._load("jsonrpc", n), memo=False) for n in ("request", "notification", "response")}
         self.methods: dict[str, Validator] = {}
         base = os.path.join(self.root, "methods")
         for dirpath, _, files in os.walk(base):

@@ -87,3 +87,56 @@ def test_every_method_handler_has_a_params_schema(demo_app):
     protocol = demo_app.extensions["mcp_flask"]["protocol"]
     for method in protocol.handlers:
         assert method in protocol.schemas.methods, method
+
+
+# ------------------------------------------------------------------ remembered valid instances
+def _limit_validator():
+    from mcp_flask.schemas import Validator
+    return Validator({"type": "object", "properties": {"limit": {"type": "integer", "minimum": 1},
+                                                       "x": {"type": ["string", "null"]}},
+                      "additionalProperties": False})
+
+
+def test_a_valid_instance_is_remembered_and_a_repeat_skips_the_schema_walk():
+    v = _limit_validator()
+    assert v.error({"limit": 5}) is None
+    assert len(v._valid) == 1
+    # A repeat is answered from the memo: a predicate that would reject proves it.
+    v._fast = lambda instance: False
+    v._v = None
+    assert v.error({"limit": 5}) is None
+    assert v.is_valid({"limit": 5})
+
+
+def test_rejections_are_never_remembered_and_key_order_does_not_matter():
+    v = _limit_validator()
+    for _ in range(3):
+        assert "minimum" in v.error({"limit": 0})
+    assert "zzz" in v.error({"limit": 1, "zzz": 1})
+    assert v._valid == set()
+    v2 = _limit_validator()
+    assert v2.error({"limit": 2, "x": "a"}) is None
+    assert v2.error({"x": "a", "limit": 2}) is None
+    assert len(v2._valid) == 1
+    # Same text, other JSON type: 1 is valid, true is not (a bool is not an integer).
+    assert v2.error({"limit": True}) is not None
+
+
+def test_values_orjson_writes_as_null_are_not_remembered():
+    """NaN would encode like None: an instance holding null is never remembered."""
+    v = _limit_validator()
+    assert v.error({"x": None}) is None
+    assert v._valid == set()
+    assert v.error({"x": float("nan")}) is not None
+
+
+def test_large_or_non_json_instances_are_not_remembered_and_the_memo_is_bounded(monkeypatch):
+    from mcp_flask import schemas
+    v = _limit_validator()
+    assert v.error({"x": "y" * (schemas.MEMO_KEY_BYTES + 1)}) is None
+    assert v.error({"limit": 2 ** 70}) is None          # beyond orjson's integers
+    assert v._valid == set()
+    monkeypatch.setattr(schemas, "MEMO_SIZE", 4)
+    for i in range(1, 10):
+        assert v.error({"limit": i}) is None
+        assert len(v._valid) <= 4

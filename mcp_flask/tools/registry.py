@@ -19,6 +19,7 @@ a JSON-able payload, or raises a ``ToolError``.
 from __future__ import annotations
 
 import difflib
+import functools
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -83,6 +84,7 @@ def tool(name: str, *, title: str, description: str, verb: str, read_only: bool,
     return register
 
 
+@functools.lru_cache(maxsize=1024)
 def _norm(key: str) -> str:
     """The spelling-free form of an argument name: ``tableName`` == ``table_name`` == ``TABLE-NAME``."""
     return re.sub(r"[^a-z0-9]", "", key.lower())
