@@ -278,3 +278,26 @@ def test_check_explains_redis_and_worker_problems(tmp_path, demo_db):
     broken.write_text('[services.demo]\nurl = "sqlite:///x.db"\nmax_rowz = 5\n')
     bad = run_check(str(broken))
     assert bad.returncode == 2 and "services.demo.max_rowz" in bad.stderr and "max_rows" in bad.stderr
+
+
+def test_generated_request_ids_are_unique_within_and_across_forked_workers():
+    """Workers are forked from one master: each must draw its own id prefix."""
+    import os
+
+    from mcp_flask.logs import request_id_from
+    ids = [request_id_from(None) for _ in range(1000)]
+    assert len(set(ids)) == 1000 and all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:    # the "worker": its next ids, written back to the parent
+        os.close(r)
+        os.write(w, "".join(request_id_from(None) for _ in range(3)).encode())
+        os._exit(0)
+    os.close(w)
+    with os.fdopen(r) as fh:
+        child = fh.read()
+    os.waitpid(pid, 0)
+    child_ids = [child[i:i + 32] for i in range(0, 96, 32)]
+    mine = [request_id_from(None) for _ in range(3)]
+    assert len(child_ids) == 3 and not set(child_ids) & set(mine)
+    assert {c[:16] for c in child_ids} != {m[:16] for m in mine}
