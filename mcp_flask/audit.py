@@ -39,7 +39,7 @@ import time
 
 import orjson
 
-from .logs import AUDITED, utc_stamp
+from .logs import AUDITED, info, utc_stamp
 
 log = logging.getLogger("mcp_flask.audit")
 
@@ -97,6 +97,6 @@ class Auditor:
         audit = call.audit
         for k in FIELDS:
             rec[k] = audit.get(k)
-        self.log.info("tool_call", extra={"audit": rec})
+        info(self.log, "tool_call", {"audit": rec})
         AUDITED.set(True)
         return rec

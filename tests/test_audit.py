@@ -134,3 +134,91 @@ def test_live_server_audit_log_accounts_for_every_call(start_server, demo_db):
     assert [r["tool"] for r in recs] == [n for n, _ in calls]
     assert all(set(r) == FIELDS for r in recs)
     assert sid not in server.output()
+
+
+# ------------------------------------------------------------------ the direct write of audit lines
+@pytest.fixture
+def json_logging():
+    """mcp-flask's standard JSON logging into a buffer, alone on the root logger (pytest's
+    capture handlers, added around each test phase, are set aside); restored after."""
+    import contextlib
+    import io
+
+    from mcp_flask import logs
+    root = logging.getLogger()
+    level = root.level
+    buf = io.StringIO()
+
+    @contextlib.contextmanager
+    def alone():
+        others = list(root.handlers)
+        for h in others:
+            root.removeHandler(h)
+        logs.configure("info", "json", stream=buf)
+        try:
+            yield buf
+        finally:
+            for h in list(root.handlers):
+                root.removeHandler(h)
+            for h in others:
+                root.addHandler(h)
+            root.setLevel(level)
+    return alone
+
+
+def test_direct_audit_lines_are_the_lines_logging_would_write(json_logging):
+    from mcp_flask import logs
+    logger = logging.getLogger("mcp_flask.audit")
+    rec = {"event": "tool_call", "tool": "get_table_data", "rows": 3, "odd": {1, 2}}
+    tokens = logs.bind("rid-1", "0123456789abcdef-session", "svc")
+    try:
+        with json_logging() as buf:
+            assert logs.direct_handler(logger) is not None
+            logs.info(logger, "tool_call", {"audit": rec})
+            logger.info("tool_call", extra={"audit": rec})
+    finally:
+        logs.reset(tokens)
+    direct, standard = [json.loads(line) for line in buf.getvalue().splitlines()]
+    assert direct.pop("ts")[:10] == standard.pop("ts")[:10]
+    assert list(direct) == list(standard) and direct == standard
+    assert direct["request_id"] == "rid-1" and direct["session"] == "0123456789ab" and direct["audit"]["rows"] == 3
+
+
+def test_any_other_logging_setup_gets_the_record_through_logging(json_logging):
+    """A second handler, a filter, or a non-JSON formatter: the line goes through logging."""
+    with json_logging() as buf:
+        _other_setups(buf)
+
+
+def _other_setups(buf):
+    import io
+
+    from mcp_flask import logs
+    logger = logging.getLogger("mcp_flask.audit")
+    assert logs.direct_handler(logger) is not None
+    extra_buf = io.StringIO()
+    extra = logging.StreamHandler(extra_buf)
+    logger.addHandler(extra)
+    try:
+        assert logs.direct_handler(logger) is None
+        logs.info(logger, "tool_call", {"audit": {"tool": "x"}})
+    finally:
+        logger.removeHandler(extra)
+    assert extra_buf.getvalue() == "tool_call\n" and '"tool":"x"' in buf.getvalue()
+
+    seen = []
+
+    class Drop(logging.Filter):
+        def filter(self, record):
+            seen.append(record.getMessage())
+            return False
+    logger.addFilter(Drop())
+    try:
+        assert logs.direct_handler(logger) is None
+        logs.info(logger, "dropped", {"audit": {}})
+    finally:
+        logger.filters.clear()
+    assert seen == ["dropped"] and "dropped" not in buf.getvalue()
+    root_handler = logging.getLogger().handlers[0]
+    root_handler.setFormatter(logging.Formatter("%(message)s"))
+    assert logs.direct_handler(logger) is None
