@@ -24,17 +24,20 @@ Production defaults, each overridable by environment variables:
 
 Hooks: ``pre_request`` yields to the gevent hub (fairness between connections);
 ``post_worker_init`` also sends each response's headers with its first body chunk
-(``one_send_response_class``);
+(``one_send_response_class``, which also formats the Date header once a second) and
+remembers which peers are trusted proxies (``peer_memo_request_class``);
 ``post_worker_init`` makes psycopg2 cooperative (psycogreen) and installs the
 graceful-shutdown handler; ``worker_exit`` returns pool connections; ``child_exit``
 drops a dead worker's live gauges (prometheus multiprocess mode); ``on_exit``
 removes the metrics directory this run created.
 """
+import email.utils
 import os
 import shutil
 import signal
 import sys
 import tempfile
+import time
 
 from mcp_flask.config import load_settings
 from mcp_flask.errors import ConfigError
@@ -195,8 +198,9 @@ def post_worker_init(worker):
     if worker_class == "gevent":
         # gunicorn's gevent worker builds its responses through wsgi.create(), which
         # takes the class from this module attribute.
-        from gunicorn.http import wsgi
+        from gunicorn.http import parser, wsgi
         wsgi.Response = one_send_response_class()
+        parser.RequestParser.mesg_class = peer_memo_request_class()
     if worker_class.startswith("gevent"):
         try:
             from psycogreen.gevent import patch_psycopg
@@ -235,6 +239,25 @@ def one_send_response_class():
 
     class OneSendResponse(wsgi.Response):
         _head = None
+
+        def default_headers(self):
+            # gunicorn formats the Date header with email.utils on every response
+            # (~2% of a worker's time on small calls); it changes once a second.
+            if self.upgrade:
+                connection = "upgrade"
+            elif self.should_close():
+                connection = "close"
+            else:
+                connection = "keep-alive"
+            headers = [
+                "HTTP/%s.%s %s\r\n" % (self.req.version[0], self.req.version[1], self.status),
+                "Server: %s\r\n" % self.version,
+                "Date: %s\r\n" % http_date(),
+                "Connection: %s\r\n" % connection,
+            ]
+            if self.chunked:
+                headers.append("Transfer-Encoding: chunked\r\n")
+            return headers
 
         def send_headers(self):
             if self.headers_sent:
@@ -276,6 +299,48 @@ def one_send_response_class():
             super().close()
 
     return OneSendResponse
+
+
+_date_cache = [-1, ""]
+
+
+def http_date() -> str:
+    """The current time as an HTTP Date header value, formatted once per second."""
+    now = int(time.time())
+    if now != _date_cache[0]:
+        _date_cache[1] = email.utils.formatdate(now, localtime=False, usegmt=True)
+        _date_cache[0] = now
+    return _date_cache[1]
+
+
+#: Peers remembered by ``peer_memo_request_class`` before the memo starts again.
+PEER_MEMO_SIZE = 1024
+
+
+def peer_memo_request_class():
+    """gunicorn's HTTP/1 ``Request``, remembering per peer address whether it is a trusted
+    proxy (``forwarded_allow_ips``).
+
+    gunicorn decides it for every request by parsing the address with ``ipaddress``
+    and testing it against each allowed network; the answer depends only on the
+    address and the configuration, both fixed for a worker's connection."""
+    from gunicorn.http import message
+
+    memo: dict = {}
+
+    class PeerMemoRequest(message.Request):
+        def _peer_is_trusted_proxy(self):
+            peer = self.peer_addr
+            if not isinstance(peer, tuple):
+                return True             # a UNIX socket: gunicorn trusts it too
+            trusted = memo.get(peer[0])
+            if trusted is None:
+                if len(memo) >= PEER_MEMO_SIZE:
+                    memo.clear()
+                trusted = memo[peer[0]] = super()._peer_is_trusted_proxy()
+            return trusted
+
+    return PeerMemoRequest
 
 
 def pre_request(worker, req):

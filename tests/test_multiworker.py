@@ -376,5 +376,35 @@ def test_responses_are_framed_exactly_when_headers_ride_with_the_body(start_serv
     assert json.loads(got[0][2]) == json.loads(got[5][2]) and got[1][2] == b""
     assert got[1][1]["content-length"] == got[0][1]["content-length"]     # HEAD: same headers, no body
     assert got[2][1]["content-length"] == "0"                              # 202: an empty body, not chunked
+    # The Date header (formatted once a second by the response class) is a current RFC 9110 date.
+    from email.utils import parsedate_to_datetime
+    for _, headers, _ in got:
+        assert headers["connection"] == "keep-alive" and headers["server"].startswith("gunicorn")
+        assert headers["date"].endswith(" GMT")
+        assert abs(parsedate_to_datetime(headers["date"]).timestamp() - time.time()) < 60
     result = json.loads(got[3][2])["result"]
     assert len(got[3][2]) > 64 * 1024 and len(result["structuredContent"]["resource"]) == 1000
+
+
+def test_trusted_proxy_memo_answers_as_gunicorn_does(monkeypatch):
+    """peer_memo_request_class remembers gunicorn's forwarded_allow_ips verdict per peer
+    address: the same verdicts as gunicorn for trusted, untrusted and UNIX-socket peers."""
+    from gunicorn.config import Config
+    from gunicorn.http import message
+
+    from mcp_flask import gunicorn_conf
+    cfg = Config()
+    cfg.set("forwarded_allow_ips", "10.0.0.0/8,127.0.0.1")
+    cls = gunicorn_conf.peer_memo_request_class()
+
+    def verdict(klass, peer):
+        req = object.__new__(klass)
+        req.cfg, req.peer_addr = cfg, peer
+        return req._peer_is_trusted_proxy()
+
+    monkeypatch.setattr(gunicorn_conf, "PEER_MEMO_SIZE", 2)
+    peers = [("10.1.2.3", 5000), ("127.0.0.1", 1), ("192.168.0.1", 2), ("10.1.2.3", 6000), "/tmp/sock",
+             ("::1", 3), ("192.168.0.1", 4)]
+    for _ in range(2):      # the second round is answered from the memo (and past its bound)
+        assert [verdict(cls, p) for p in peers] == [verdict(message.Request, p) for p in peers] == \
+            [True, True, False, True, True, False, False]
