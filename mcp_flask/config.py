@@ -94,6 +94,10 @@ class ServiceConfig:
     pool_timeout: float = 5.0
     #: Seconds a pooled connection may sit idle before it is pinged on checkout.
     pool_idle_check: float = 30.0
+    #: PostgreSQL: run repeated reads as server-side prepared statements (PREPARE once per
+    #: connection, then EXECUTE).  Turn off behind PgBouncer in transaction pooling mode,
+    #: where a prepared statement does not outlive the transaction; other databases ignore it.
+    prepared_statements: bool = True
     #: Seconds the introspected schema is cached (tools accept ``refresh`` too).
     schema_ttl: float = 300.0
     #: Most calls one session may run at once.
