@@ -23,7 +23,7 @@ import time
 
 from . import seed
 from .scenarios import START_ID, drive
-from .server import RssSampler, free_port
+from .server import CpuMeter, RssSampler, free_port
 
 VERSION = "1.12.0"
 DIR = os.path.join(seed.CACHE_DIR, "toolbox")
@@ -103,7 +103,9 @@ def run_toolbox(seconds: float, concurrency, sizes, start_id: int = START_ID) ->
         drive(url, _body(start_id, 10), 1, 1.0)  # warm-up
         for c in concurrency:
             rss.reset()
+            meter = CpuMeter(lambda: [proc.pid])
             r = drive(url, _body(start_id, 10), c, seconds)
+            r["cpu_split_us"] = meter.per_call(r.get("calls") or 0)
             r["rss_peak_mb"] = rss.peak() / 1024
             out["small"][c] = r
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)

@@ -321,6 +321,7 @@ def report(res: dict) -> str:
                              f"errors {r['errors']}")
             for n, r in p.get("large", {}).items():
                 lines.append(f"  {n} rows: {r['ms']:.1f} ms, {r['bytes'] / 1e6:.2f} MB")
+    lines += _cpu_split_lines(res)
     prof = res.get("profile")
     if prof:
         lines += ["", f"Profile of the worker under the c16 {prof.get('db', 'postgresql')} load (py-spy):"]
@@ -339,6 +340,35 @@ def report(res: dict) -> str:
                       f"{srv['idle_rss_mb']:.0f} MB, final {srv.get('final_rss_mb', 0):.0f} MB, worker VmHWM "
                       f"{srv.get('worker_hwm_mb', 0):.0f} MB"]
     return "\n".join(lines)
+
+
+def _cpu_split_lines(res: dict) -> list[str]:
+    """CPU per call at 16 connections (or the most measured), by process: the server, the
+    database servers, the load generator, and the whole machine (what sets calls/s on a
+    shared 2-core box)."""
+    measured = [int(c) for c in res["settings"]["concurrency"]]
+    conns = 16 if 16 in measured else max(measured)
+    rows = []
+    for d, r in res["databases"].items():
+        if "skipped" in r:
+            continue
+        small = r["ours"].get("small", {})
+        o = small.get(conns) or small.get(str(conns)) or {}
+        if o.get("cpu_split_us"):
+            rows.append((d, o["calls_s"], o["cpu_split_us"]))
+    peer = (res.get("peers") or {}).get("small", {})
+    p = peer.get(conns) or peer.get(str(conns)) or {}
+    if p.get("cpu_split_us"):
+        rows.append(("Toolbox (PG)", p["calls_s"], p["cpu_split_us"]))
+    if not rows:
+        return []
+    out = ["", f"CPU per call at c{conns}, µs (server = the workers, or Toolbox; database = its server "
+               f"processes; loadgen = wrk; machine = all busy CPU / calls)",
+           f"{'':<14}{'calls/s':>8} {'server':>7} {'database':>9} {'loadgen':>8} {'machine':>8}"]
+    for name, calls, c in rows:
+        out.append(f"{name:<14}{calls:>8.0f} {_f(c.get('server')):>7} {_f(c.get('database')):>9} "
+                   f"{_f(c.get('loadgen')):>8} {_f(c.get('busy')):>8}")
+    return out
 
 
 def main(argv=None) -> int:

@@ -21,6 +21,7 @@ import time
 
 from . import floors, loadgen
 from .client import McpClient
+from .server import CpuMeter
 
 TABLE = "bench_items"
 #: The 10-row read starts in the middle of the table (rows // 2; 500000 for the full table).
@@ -144,12 +145,12 @@ def _measured(server, run) -> dict:
     microseconds of worker CPU per call hardly depend on what else the machine is doing,
     unlike calls/s on a shared 2-core box."""
     server.rss.reset()
-    cpu0 = server.worker_cpu_s()
+    meter = CpuMeter(server.worker_pids)
     r = run()
-    cpu = server.worker_cpu_s() - cpu0
+    split = meter.per_call(r.get("calls") or 0)
     r["rss_peak_mb"] = server.rss.peak() / 1024
-    calls = r.get("calls") or 0
-    r["cpu_us_per_call"] = round(cpu / calls * 1e6, 1) if calls else None
+    r["cpu_us_per_call"] = split.get("server")
+    r["cpu_split_us"] = split
     return r
 
 

@@ -52,6 +52,64 @@ def tree(pid: int) -> list[int]:
     return pids
 
 
+#: Process names (``/proc/<pid>/comm`` prefixes) of the database servers whose CPU a call costs.
+DB_PROCESS_NAMES = ("postgres", "mariadbd", "mysqld")
+
+
+def cpu_s(pids) -> float:
+    """CPU seconds (user + system) ``pids`` have used so far (from /proc/<pid>/stat)."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])      # utime, stime (clock ticks)
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def db_pids() -> list[int]:
+    """The database servers' processes (every PostgreSQL backend, MariaDB/MySQL)."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/comm") as fh:
+                    if fh.read().startswith(DB_PROCESS_NAMES):
+                        out.append(int(entry))
+            except OSError:
+                pass
+    return out
+
+
+class CpuMeter:
+    """Where the CPU of a load run went, per call: the server under test, the database
+    servers, the load generator (this process's waited-for children: wrk) and the whole
+    machine (/proc/stat).  On a 2-core box shared by all of them, calls/s is set by the
+    sum, so a server is only as fast as its share of it."""
+
+    def __init__(self, server_pids):
+        self.server_pids = server_pids          # a callable: the pids now
+        self.start = self._snap()
+
+    def _snap(self) -> dict:
+        import resource
+        ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+        with open("/proc/stat") as fh:
+            cpu = [int(x) for x in fh.readline().split()[1:8]]
+        tick = os.sysconf("SC_CLK_TCK")
+        return {"server": cpu_s(self.server_pids()), "database": cpu_s(db_pids()),
+                "loadgen": ru.ru_utime + ru.ru_stime, "busy": (sum(cpu) - cpu[3]) / tick}
+
+    def per_call(self, calls: int) -> dict:
+        """µs of CPU per call of each part since the meter started (None without calls)."""
+        end = self._snap()
+        if not calls:
+            return {}
+        return {k: round((end[k] - self.start[k]) / calls * 1e6, 1) for k in end}
+
+
 def status_kb(pid: int, key: str) -> int:
     """A ``/proc/<pid>/status`` field in kB (VmRSS, VmHWM); 0 if the process is gone."""
     try:
@@ -156,15 +214,7 @@ class BenchServer:
 
     def worker_cpu_s(self) -> float:
         """CPU seconds (user + system) the workers have used so far (from /proc/<pid>/stat)."""
-        total = 0
-        for pid in self.worker_pids():
-            try:
-                with open(f"/proc/{pid}/stat") as fh:
-                    fields = fh.read().rsplit(")", 1)[1].split()
-                total += int(fields[11]) + int(fields[12])      # utime, stime (clock ticks)
-            except (OSError, IndexError, ValueError):
-                pass
-        return total / os.sysconf("SC_CLK_TCK")
+        return cpu_s(self.worker_pids())
 
     def worker_hwm_kb(self) -> int:
         return sum(status_kb(p, "VmHWM") for p in self.worker_pids())

@@ -52,6 +52,10 @@ def test_quick_run_against_sqlite_produces_numbers(tmp_path):
         assert ours["calls"] > 0 and ours["calls_s"] > 0, ours
         assert ours["errors"] == 0, ours
         assert ours["p99_ms"] >= ours["p50_ms"] > 0
+        # Where the CPU went: the workers and the load generator worked, the machine at least as much.
+        split = ours["cpu_split_us"]
+        assert split["server"] > 0 and split["loadgen"] > 0 and split["server"] == ours["cpu_us_per_call"]
+        assert split["busy"] >= max(split["server"], split["loadgen"]) * 0.9
         stateless = db["ours"]["small_stateless"][c]          # 2026-07-28: no sessions
         assert stateless["calls"] > 0 and stateless["errors"] == 0, stateless
     for n in ("1000", "3000"):
@@ -62,6 +66,7 @@ def test_quick_run_against_sqlite_produces_numbers(tmp_path):
     assert res["machine"]["nproc"] >= 1 and res["machine"]["cpu"]
     # the printed table carries the same numbers
     assert "10-row get_table_data" in proc.stdout and "sqlite" in proc.stdout
+    assert "CPU per call at c4" in proc.stdout       # c16 when measured, else the most connections
 
 
 def test_load_generator_counts_tool_errors(tmp_path, monkeypatch):
