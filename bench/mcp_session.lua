@@ -95,7 +95,8 @@ function response(status, headers, body)
    if status ~= 200 then
       bad_status = bad_status + 1
    elseif body ~= nil and (string.find(body, '"isError":true', 1, true)
-                           or string.find(body, '{"jsonrpc":"2.0","id":[^,]*,"error"')
+                           -- anchored: an unanchored pattern is tried at every '{' of the rows
+                           or string.find(body, '^{"jsonrpc":"2.0","id":[^,]*,"error"')
                            or string.find(body, '"error":{"code"', 1, true)) then
       rpc_errors = rpc_errors + 1
    end
