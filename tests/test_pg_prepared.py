@@ -20,7 +20,7 @@ import pytest
 from conftest import McpTestClient, make_settings
 from dialect_fixtures import _pg_db
 from mcp_flask import close_app, create_app
-from mcp_flask.dialects import postgresql as pg
+from mcp_flask.dialects import pg_prepared
 from mcp_flask.errors import ConfigError, DatabaseError
 from wire_proxy import WireProxy
 
@@ -189,7 +189,8 @@ def test_a_read_inside_a_transaction_executes_but_never_prepares(served):
 
 # ---------------------------------------------------------------- eviction
 def test_the_least_recently_used_statement_is_deallocated(served, monkeypatch):
-    monkeypatch.setattr(pg, "PREPARED_PER_CONNECTION", 2)
+    # Patched where the prepared-statement code reads it (pg_prepared, not postgresql).
+    monkeypatch.setattr(pg_prepared, "PREPARED_PER_CONNECTION", 2)
     shapes = [dict(TEN_ROWS, order=o) for o in ("id", "title", "price")]
     for args in shapes:
         served.rows(args)
