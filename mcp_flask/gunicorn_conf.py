@@ -23,21 +23,19 @@ Production defaults, each overridable by environment variables:
   (``MCP_FLASK_FORWARDED_ALLOW_IPS`` / ``server.forwarded_allow_ips``, default loopback).
 
 Hooks: ``pre_request`` yields to the gevent hub (fairness between connections);
-``post_worker_init`` also sends each response's headers with its first body chunk
-(``one_send_response_class``, which also formats the Date header once a second) and
-remembers which peers are trusted proxies (``peer_memo_request_class``);
+``post_worker_init`` also swaps in gunicorn's request and response classes of
+``worker_http`` (headers sent with the first body chunk, the Date header formatted once a
+second, trusted proxies remembered per peer);
 ``post_worker_init`` makes psycopg2 cooperative (psycogreen) and installs the
 graceful-shutdown handler; ``worker_exit`` returns pool connections; ``child_exit``
 drops a dead worker's live gauges (prometheus multiprocess mode); ``on_exit``
 removes the metrics directory this run created.
 """
-import email.utils
 import os
 import shutil
 import signal
 import sys
 import tempfile
-import time
 
 from mcp_flask.config import load_settings
 from mcp_flask.errors import ConfigError
@@ -199,6 +197,8 @@ def post_worker_init(worker):
         # gunicorn's gevent worker builds its responses through wsgi.create(), which
         # takes the class from this module attribute.
         from gunicorn.http import parser, wsgi
+
+        from mcp_flask.worker_http import one_send_response_class, peer_memo_request_class
         wsgi.Response = one_send_response_class()
         parser.RequestParser.mesg_class = peer_memo_request_class()
     if worker_class.startswith("gevent"):
@@ -217,130 +217,6 @@ def post_worker_init(worker):
         _begin_shutdown(worker)
 
     signal.signal(signal.SIGTERM, on_term)
-
-
-#: Largest first body chunk sent in the same ``send()`` as the headers (copying a bigger
-#: one to join them would cost more than the second system call).
-COALESCE_MAX = 64 * 1024
-
-
-def one_send_response_class():
-    """gunicorn's HTTP/1 ``Response``, with the status line and headers sent together
-    with the first body chunk: one ``send()`` per ordinary answer instead of two.
-
-    On a VM a ``send()`` that wakes the client is the most expensive step of a small
-    MCP call (11% of a worker's samples under load).  gunicorn writes the headers as
-    soon as they are ready; this keeps them until the first body bytes (or the end of
-    the response) and writes both at once.  Bodies that gunicorn frames itself
-    (chunked) and large first chunks go as before, right after the headers.
-    """
-    from gunicorn import util
-    from gunicorn.http import wsgi
-
-    class OneSendResponse(wsgi.Response):
-        _head = None
-
-        def default_headers(self):
-            # gunicorn formats the Date header with email.utils on every response
-            # (~2% of a worker's time on small calls); it changes once a second.
-            if self.upgrade:
-                connection = "upgrade"
-            elif self.should_close():
-                connection = "close"
-            else:
-                connection = "keep-alive"
-            headers = [
-                "HTTP/%s.%s %s\r\n" % (self.req.version[0], self.req.version[1], self.status),
-                "Server: %s\r\n" % self.version,
-                "Date: %s\r\n" % http_date(),
-                "Connection: %s\r\n" % connection,
-            ]
-            if self.chunked:
-                headers.append("Transfer-Encoding: chunked\r\n")
-            return headers
-
-        def send_headers(self):
-            if self.headers_sent:
-                return
-            tosend = self.default_headers()
-            tosend.extend(["%s: %s\r\n" % (k, v) for k, v in self.headers])
-            self._head = ("%s\r\n" % "".join(tosend)).encode("latin-1")
-            self.headers_sent = True
-
-        def _flush_head(self):
-            head = self._head
-            if head is not None:
-                self._head = None
-                util.write(self.sock, head)
-
-        def _emit_body(self, data):
-            head = self._head
-            if head is not None and not self.chunked and len(data) <= COALESCE_MAX:
-                self._head = None
-                util.write(self.sock, head + data)
-                return
-            self._flush_head()
-            super()._emit_body(data)
-
-        def write(self, arg):
-            super().write(arg)
-            # A body gunicorn dropped (HEAD, 204, 304) or clipped to nothing: the head goes now.
-            self._flush_head()
-
-        def sendfile(self, respiter):
-            self.send_headers()
-            self._flush_head()
-            return super().sendfile(respiter)
-
-        def close(self):
-            if not self.headers_sent:
-                self.send_headers()
-            self._flush_head()
-            super().close()
-
-    return OneSendResponse
-
-
-_date_cache = [-1, ""]
-
-
-def http_date() -> str:
-    """The current time as an HTTP Date header value, formatted once per second."""
-    now = int(time.time())
-    if now != _date_cache[0]:
-        _date_cache[1] = email.utils.formatdate(now, localtime=False, usegmt=True)
-        _date_cache[0] = now
-    return _date_cache[1]
-
-
-#: Peers remembered by ``peer_memo_request_class`` before the memo starts again.
-PEER_MEMO_SIZE = 1024
-
-
-def peer_memo_request_class():
-    """gunicorn's HTTP/1 ``Request``, remembering per peer address whether it is a trusted
-    proxy (``forwarded_allow_ips``).
-
-    gunicorn decides it for every request by parsing the address with ``ipaddress``
-    and testing it against each allowed network; the answer depends only on the
-    address and the configuration, both fixed for a worker's connection."""
-    from gunicorn.http import message
-
-    memo: dict = {}
-
-    class PeerMemoRequest(message.Request):
-        def _peer_is_trusted_proxy(self):
-            peer = self.peer_addr
-            if not isinstance(peer, tuple):
-                return True             # a UNIX socket: gunicorn trusts it too
-            trusted = memo.get(peer[0])
-            if trusted is None:
-                if len(memo) >= PEER_MEMO_SIZE:
-                    memo.clear()
-                trusted = memo[peer[0]] = super()._peer_is_trusted_proxy()
-            return trusted
-
-    return PeerMemoRequest
 
 
 def pre_request(worker, req):

@@ -392,17 +392,17 @@ def test_trusted_proxy_memo_answers_as_gunicorn_does(monkeypatch):
     from gunicorn.config import Config
     from gunicorn.http import message
 
-    from mcp_flask import gunicorn_conf
+    from mcp_flask import worker_http
     cfg = Config()
     cfg.set("forwarded_allow_ips", "10.0.0.0/8,127.0.0.1")
-    cls = gunicorn_conf.peer_memo_request_class()
+    cls = worker_http.peer_memo_request_class()
 
     def verdict(klass, peer):
         req = object.__new__(klass)
         req.cfg, req.peer_addr = cfg, peer
         return req._peer_is_trusted_proxy()
 
-    monkeypatch.setattr(gunicorn_conf, "PEER_MEMO_SIZE", 2)
+    monkeypatch.setattr(worker_http, "PEER_MEMO_SIZE", 2)
     peers = [("10.1.2.3", 5000), ("127.0.0.1", 1), ("192.168.0.1", 2), ("10.1.2.3", 6000), "/tmp/sock",
              ("::1", 3), ("192.168.0.1", 4)]
     for _ in range(2):      # the second round is answered from the memo (and past its bound)
