@@ -153,6 +153,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def poll(predicate, deadline_s: float = 15.0, every: float = 0.02):
+    """``predicate()``'s first truthy value, asked every ``every`` seconds; AssertionError
+    when none comes before the deadline."""
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError("condition not met before the deadline")
+
+
 def wait_http(url: str, deadline_s: float = 30.0) -> None:
     import urllib.request
     end = time.monotonic() + deadline_s

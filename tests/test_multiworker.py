@@ -21,7 +21,7 @@ import uuid
 import httpx
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, poll
 from redis_helpers import RedisScope
 
 pytestmark = [pytest.mark.gunicorn, pytest.mark.slow]
@@ -112,16 +112,6 @@ def metric_value(text: str, name: str, **labels) -> float:
             if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
                 total += sample.value
     return total
-
-
-def poll(predicate, deadline_s=15.0, every=0.05):
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError("condition not met before the deadline")
 
 
 # ---------------------------------------------------------------------------- refusal

@@ -15,6 +15,7 @@ import pytest
 from mcp_flask.database import CallScope
 from mcp_flask.redis_store import RedisSessionStore, SessionStoreUnavailable
 from mcp_flask.sessions import Session, new_session_id
+from conftest import poll
 from redis_helpers import RedisScope, ThrowawayRedis, command_calls, kill_client
 
 
@@ -44,16 +45,6 @@ def subscribed(*stores):
         store.get("warm-up")                    # starts the subscriber thread
         poll(lambda: store.cache_stats()["subscribed"])
     return stores
-
-
-def poll(predicate, deadline_s=5.0, every=0.02):
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError("condition not met before the deadline")
 
 
 def in_thread(fn, *args):
