@@ -62,15 +62,17 @@ class MysqlValues:
 
     #: Column types whose values ``decode_value`` leaves alone, except BIT columns (typed
     #: boolean/integer, read as bytes) and SET columns (typed string): see ``decoder``.
-    _PLAIN_TYPES = frozenset({"integer", "bigint", "smallint", "mediumint", "tinyint", "id", "bigid",
-                              "decimal", "double", "float", "string", "text", "mediumtext", "longtext", "uuid"})
+    #: Column types ``decode_value`` leaves alone (base ``Dialect.decoder``: no per-cell call),
+    #: except BIT and SET columns, which share the integer and string types (``decoder``).
+    plain_types = frozenset({"integer", "bigint", "smallint", "mediumint", "tinyint", "id", "bigid",
+                             "decimal", "double", "float", "string", "text", "mediumtext", "longtext", "uuid"})
 
     def decoder(self, column: Column | None):
         """None (no per-cell call) for columns whose values ``decode_value`` never changes:
         numbers, text and UUIDs, but not BIT or SET columns; else the per-value decoder."""
-        if (column is not None and column.type in self._PLAIN_TYPES and not column.extra.get("set")
-                and not (column.db_type or "").lower().startswith("bit")):
-            return None
+        if column is not None and (column.extra.get("set") or (column.db_type or "").lower().startswith("bit")):
+            decode = self.decode_value
+            return lambda value: decode(column, value)
         return super().decoder(column)
 
     def decode_value(self, column: Column | None, value):
