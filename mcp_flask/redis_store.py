@@ -82,7 +82,7 @@ from redis.retry import Retry
 
 from . import encoding
 from .errors import HttpError
-from .sessions import GET_STREAM, Session, _key
+from .sessions import GET_STREAM, LocalCalls, Session, _key
 
 log = logging.getLogger("mcp_flask.redis_store")
 
@@ -186,7 +186,7 @@ def _copy(session: Session, last_seen: float) -> Session:
     return c
 
 
-class RedisSessionStore:
+class RedisSessionStore(LocalCalls):
     """Sessions shared by every worker and host that points at the same Redis and prefix."""
 
     def __init__(self, url: str, ttl: float, *, prefix: str = "mcp-flask:", replay_window: float = 300.0,
@@ -699,33 +699,19 @@ class RedisSessionStore:
                     pass
 
     def track_call(self, session_id: str, request_id, scope) -> None:
-        self._ensure_subscriber()
-        with self._lock:
-            self._calls[(session_id, _key(request_id))] = scope
-
-    def untrack_call(self, session_id: str, request_id) -> None:
-        with self._lock:
-            self._calls.pop((session_id, _key(request_id)), None)
+        self._ensure_subscriber()       # cancellations from other workers must reach it
+        super().track_call(session_id, request_id, scope)
 
     def cancel_call(self, session_id: str, request_id) -> bool:
         """Cancel the call wherever it runs.
 
         True when it runs here (and is now cancelled), or when the cancellation reached
         the other workers (the one running the call stops it; unknown ids are ignored)."""
-        rkey = _key(request_id)
-        with self._lock:
-            scope = self._calls.get((session_id, rkey))
-        if scope is not None:
-            scope.cancel()
+        if self.cancel_local(session_id, request_id):
             return True
         with _available():
-            receivers = self.r.publish(self.prefix + "cancel", orjson.dumps([session_id, rkey]))
+            receivers = self.r.publish(self.prefix + "cancel", orjson.dumps([session_id, _key(request_id)]))
         return receivers > 0
-
-    def calls_in_flight(self, session_id: str) -> int:
-        """Calls of the session running in this worker."""
-        with self._lock:
-            return sum(1 for (sid, _) in self._calls if sid == session_id)
 
     # ------------------------------------------------------------------ server-to-client requests
     def _rkeys(self, session_id: str, request_id) -> tuple[str, str]:

@@ -120,7 +120,36 @@ class SessionStore:
     """
 
 
-class MemorySessionStore:
+class LocalCalls:
+    """The tool calls running in this process, by (session, request id), so a
+    ``notifications/cancelled`` can reach the call's scope.  Both stores use it (the
+    Redis store also forwards a cancellation to the other workers).  The store sets up
+    ``self._lock`` and ``self._calls`` (a dict)."""
+
+    def track_call(self, session_id: str, request_id, scope) -> None:
+        with self._lock:
+            self._calls[(session_id, _key(request_id))] = scope
+
+    def untrack_call(self, session_id: str, request_id) -> None:
+        with self._lock:
+            self._calls.pop((session_id, _key(request_id)), None)
+
+    def cancel_local(self, session_id: str, request_id) -> bool:
+        """Cancel the call if it runs in this process; False when it does not."""
+        with self._lock:
+            scope = self._calls.get((session_id, _key(request_id)))
+        if scope is None:
+            return False
+        scope.cancel()
+        return True
+
+    def calls_in_flight(self, session_id: str) -> int:
+        """Calls of the session running in this process."""
+        with self._lock:
+            return sum(1 for (sid, _) in self._calls if sid == session_id)
+
+
+class MemorySessionStore(LocalCalls):
     """Sessions of one process, expiring after ``ttl`` idle seconds."""
 
     #: Most undelivered GET-stream messages kept per session (oldest dropped first).
@@ -311,26 +340,9 @@ class MemorySessionStore:
                 self._replies.pop(key, None)
 
     # ------------------------------------------------------------------ calls in flight
-    def track_call(self, session_id: str, request_id, scope) -> None:
-        with self._lock:
-            self._calls[(session_id, _key(request_id))] = scope
-
-    def untrack_call(self, session_id: str, request_id) -> None:
-        with self._lock:
-            self._calls.pop((session_id, _key(request_id)), None)
-
     def cancel_call(self, session_id: str, request_id) -> bool:
         """Cancel the call ``request_id`` of the session if it is still running here."""
-        with self._lock:
-            scope = self._calls.get((session_id, _key(request_id)))
-        if scope is None:
-            return False
-        scope.cancel()
-        return True
-
-    def calls_in_flight(self, session_id: str) -> int:
-        with self._lock:
-            return sum(1 for (sid, _) in self._calls if sid == session_id)
+        return self.cancel_local(session_id, request_id)
 
 
     # ------------------------------------------------------------------ rate limits
