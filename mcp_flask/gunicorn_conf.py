@@ -198,8 +198,9 @@ def post_worker_init(worker):
         # takes the class from this module attribute.
         from gunicorn.http import parser, wsgi
 
-        from mcp_flask.worker_http import one_send_response_class, peer_memo_request_class
+        from mcp_flask.worker_http import install_http_date, one_send_response_class, peer_memo_request_class
         wsgi.Response = one_send_response_class()
+        install_http_date()
         parser.RequestParser.mesg_class = peer_memo_request_class()
     if worker_class.startswith("gevent"):
         try:

@@ -3,8 +3,9 @@
 ``gunicorn_conf.post_worker_init`` installs them in each gevent worker:
 
 * ``one_send_response_class``: the status line and headers go out with the first body
-  chunk (one ``send()`` per ordinary answer), and the Date header is formatted once a
-  second (``http_date``) instead of through ``email.utils`` on every response;
+  chunk (one ``send()`` per ordinary answer);
+* ``install_http_date``: the Date header is formatted once a second (``http_date``)
+  instead of through ``email.utils`` on every response;
 * ``peer_memo_request_class``: whether a peer is a trusted proxy
   (``forwarded_allow_ips``) is decided once per peer address, not per request.
 
@@ -36,25 +37,6 @@ def one_send_response_class():
 
     class OneSendResponse(wsgi.Response):
         _head = None
-
-        def default_headers(self):
-            # gunicorn formats the Date header with email.utils on every response
-            # (~2% of a worker's time on small calls); it changes once a second.
-            if self.upgrade:
-                connection = "upgrade"
-            elif self.should_close():
-                connection = "close"
-            else:
-                connection = "keep-alive"
-            headers = [
-                "HTTP/%s.%s %s\r\n" % (self.req.version[0], self.req.version[1], self.status),
-                "Server: %s\r\n" % self.version,
-                "Date: %s\r\n" % http_date(),
-                "Connection: %s\r\n" % connection,
-            ]
-            if self.chunked:
-                headers.append("Transfer-Encoding: chunked\r\n")
-            return headers
 
         def send_headers(self):
             if self.headers_sent:
@@ -101,13 +83,25 @@ def one_send_response_class():
 _date_cache = [-1, ""]
 
 
-def http_date() -> str:
-    """The current time as an HTTP Date header value, formatted once per second."""
+def http_date(timestamp=None) -> str:
+    """gunicorn's ``util.http_date``, formatting the current time once per second.
+
+    gunicorn formats the Date header through ``email.utils`` on every response (~2% of a
+    worker's time on small calls); ``install_http_date`` puts this in its place.  An
+    explicit ``timestamp`` is formatted as gunicorn would."""
+    if timestamp is not None:
+        return email.utils.formatdate(timestamp, localtime=False, usegmt=True)
     now = int(time.time())
     if now != _date_cache[0]:
         _date_cache[1] = email.utils.formatdate(now, localtime=False, usegmt=True)
         _date_cache[0] = now
     return _date_cache[1]
+
+
+def install_http_date() -> None:
+    """Make gunicorn's responses take their Date header from ``http_date``."""
+    from gunicorn import util
+    util.http_date = http_date
 
 
 #: Peers remembered by ``peer_memo_request_class`` before the memo starts again.
