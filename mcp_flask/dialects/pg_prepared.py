@@ -251,27 +251,28 @@ class PreparedQueries:
         """``DEALLOCATE name`` on idle ``conn``, never raising: a connection that broke is
         noticed by the statement that follows; a statement that could not go waits in
         ``state.stale``."""
-        cur = None
-        try:
-            cur = conn.cursor()
-            cur.execute(f"DEALLOCATE {name}", ())
-        except Exception as exc:  # noqa: BLE001
-            if getattr(exc, "pgcode", None) != INVALID_STATEMENT_NAME and not self.is_disconnect(exc):
-                state.stale.append(name)
-        finally:
-            if cur is not None:
-                cur.close()
+        exc = _deallocate_now(conn, name)
+        if (exc is not None and getattr(exc, "pgcode", None) != INVALID_STATEMENT_NAME
+                and not self.is_disconnect(exc)):
+            state.stale.append(name)
 
     def _drop_stale(self, conn, state: _Statements) -> None:
-        """DEALLOCATE the statements left behind by failures (one try each)."""
+        """DEALLOCATE the statements left behind by failures (one try each: gone already,
+        or the connection broke)."""
         stale, state.stale = state.stale, []
         for name in stale:
-            cur = None
-            try:
-                cur = conn.cursor()
-                cur.execute(f"DEALLOCATE {name}", ())
-            except Exception:  # noqa: BLE001 - gone already, or the connection broke
-                pass
-            finally:
-                if cur is not None:
-                    cur.close()
+            _deallocate_now(conn, name)
+
+
+def _deallocate_now(conn, name: str) -> BaseException | None:
+    """Run ``DEALLOCATE name``; the exception it raised, or None."""
+    cur = None
+    try:
+        cur = conn.cursor()
+        cur.execute(f"DEALLOCATE {name}", ())
+        return None
+    except Exception as exc:  # noqa: BLE001 - the caller decides what a failure means
+        return exc
+    finally:
+        if cur is not None:
+            cur.close()
