@@ -79,8 +79,9 @@ def parse_args(argv=None):
     p.add_argument("--redis", default=DEFAULT_REDIS,
                    help=f"Redis URL for sessions shared by the workers (default {DEFAULT_REDIS}); "
                         "'' for none")
-    p.add_argument("--worker-class", default="gevent",
-                   help="gunicorn worker class: gevent (default) or gevent_pywsgi (gevent's own HTTP server)")
+    p.add_argument("--worker-class", default="lean",
+                   help="worker class (MCP_FLASK_WORKER_CLASS): lean (default: our HTTP loop in gunicorn's "
+                        "gevent worker), gevent (gunicorn's own loop) or gevent_pywsgi (gevent's HTTP server)")
     p.add_argument("--stateless", action="store_true",
                    help="also run the 10-row call as 2026-07-28 stateless requests (no sessions)")
     p.add_argument("--no-floors", action="store_true", help="skip the raw-driver floors")

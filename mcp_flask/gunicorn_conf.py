@@ -2,8 +2,12 @@
 
 Production defaults, each overridable by environment variables:
 
-* ``worker_class`` gevent (``MCP_FLASK_WORKER_CLASS``): one greenlet per request,
-  so SSE streams and slow queries do not pin a worker.
+* ``worker_class`` lean (``MCP_FLASK_WORKER_CLASS``): gunicorn's gevent worker with
+  our own HTTP/1.1 connection loop (``lean_worker.LeanGeventWorker``: a quarter of
+  gunicorn's per-request CPU); one greenlet per connection, so SSE streams and slow
+  queries do not pin a worker.  ``gevent`` is gunicorn's own gevent worker (with the
+  ``worker_http`` tweaks), ``gevent_pywsgi`` gevent's HTTP server; any other value is
+  passed to gunicorn as it is.
 * ``workers`` (``MCP_FLASK_WORKERS`` / ``server.workers``; ``auto`` = one per CPU
   core, capped at 8).  Why cores and not the sync-worker rule ``2*cores+1``: a gevent
   worker already multiplexes ~1000 connections and only burns CPU while it
@@ -22,7 +26,8 @@ Production defaults, each overridable by environment variables:
 * ``forwarded_allow_ips``: X-Forwarded-* are trusted only from the configured proxies
   (``MCP_FLASK_FORWARDED_ALLOW_IPS`` / ``server.forwarded_allow_ips``, default loopback).
 
-Hooks: ``pre_request`` yields to the gevent hub (fairness between connections);
+Hooks: ``pre_request`` yields to the gevent hub (fairness between connections) under
+gunicorn's gevent workers (the lean worker does it itself, only when needed);
 ``post_worker_init`` also swaps in gunicorn's request and response classes of
 ``worker_http`` (headers sent with the first body chunk, the Date header formatted once a
 second, trusted proxies remembered per peer);
@@ -107,7 +112,12 @@ bind = [_settings.server.bind]
 ops_bind = os.environ.get("MCP_FLASK_OPS_BIND", "")
 if ops_bind:
     bind.append(ops_bind)
-worker_class = os.environ.get("MCP_FLASK_WORKER_CLASS", "gevent")
+#: Short names of worker classes; the default is the lean one.
+WORKER_CLASSES = {"lean": "mcp_flask.lean_worker.LeanGeventWorker"}
+worker_class = os.environ.get("MCP_FLASK_WORKER_CLASS", "").strip() or "lean"
+worker_class = WORKER_CLASSES.get(worker_class, worker_class)
+#: A gevent worker (monkey-patched, greenlets): psycopg2 must be made cooperative.
+_GREEN = worker_class.startswith("gevent") or worker_class == WORKER_CLASSES["lean"]
 worker_connections = _env_int("MCP_FLASK_WORKER_CONNECTIONS", 1000)
 keepalive = _env_int("MCP_FLASK_KEEPALIVE", 75)
 timeout = _env_int("MCP_FLASK_TIMEOUT", 60)
@@ -181,6 +191,8 @@ if workers > 1 and not _settings.server.redis_url:
 # -------------------------------------------------------------------- hooks
 _sleep = None
 if worker_class.startswith("gevent"):
+    # gunicorn's gevent workers; the lean worker yields by itself, and only when a
+    # request never waited (see lean_worker).
     try:
         from gevent import sleep as _sleep
     except ImportError:         # the worker class will fail to load anyway, with gunicorn's message
@@ -202,7 +214,7 @@ def post_worker_init(worker):
         wsgi.Response = one_send_response_class()
         install_http_date()
         parser.RequestParser.mesg_class = peer_memo_request_class()
-    if worker_class.startswith("gevent"):
+    if _GREEN:
         try:
             from psycogreen.gevent import patch_psycopg
         except ImportError:  # psycopg2 services will then block the worker on every query

@@ -255,15 +255,17 @@ def test_gunicorn_access_log_only_when_asked(start_server, demo_db, classic):
 
 
 # ---------------------------------------------------------------------------- fairness under gevent
-def test_a_busy_keep_alive_connection_does_not_starve_the_others(start_server, demo_db):
+@pytest.mark.parametrize("worker_class", ["lean", "gevent"])
+def test_a_busy_keep_alive_connection_does_not_starve_the_others(start_server, demo_db, worker_class):
     """gevent switches greenlets only when one would block: a connection whose next
     requests are already waiting in its socket (here: 1,500 pipelined /healthz requests)
-    would keep the worker until all are answered.  The pre_request hook yields once per
-    request, so a second connection's request is answered while the first one's are
-    still being served."""
+    would keep the worker until all are answered.  The lean worker yields before a
+    request when the hub has not run since the previous one (gunicorn's gevent worker:
+    the pre_request hook yields before every request), so a second connection's request
+    is answered while the first one's are still being served."""
     import socket as _socket
 
-    server = start_server(config_for(demo_db))
+    server = start_server(config_for(demo_db), env={"MCP_FLASK_WORKER_CLASS": worker_class})
     port = int(server.base.rsplit(":", 1)[1])
     request = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
     n = 1500
@@ -328,14 +330,16 @@ def _read_responses(sock, count: int, head_only_at=()) -> list[tuple[bytes, dict
     return out
 
 
-def test_responses_are_framed_exactly_when_headers_ride_with_the_body(start_server, demo_db):
-    """post_worker_init swaps in a response that sends the headers with the first body
-    chunk: every kind of answer must still be framed exactly, on one keep-alive connection
-    (small JSON, HEAD without a body, 202 without a body, a 404, a large JSON answer sent
-    in pieces)."""
+@pytest.mark.parametrize("worker_class", ["lean", "gevent"])
+def test_responses_are_framed_exactly_when_headers_ride_with_the_body(start_server, demo_db, worker_class):
+    """Both worker classes send the headers with the first body chunk (the lean worker's
+    own loop; for gunicorn's gevent worker post_worker_init swaps in worker_http's
+    response): every kind of answer must still be framed exactly, on one keep-alive
+    connection (small JSON, HEAD without a body, 202 without a body, a 404, a large JSON
+    answer sent in pieces)."""
     import socket as _socket
 
-    server = start_server(config_for(demo_db))
+    server = start_server(config_for(demo_db), env={"MCP_FLASK_WORKER_CLASS": worker_class})
     port = int(server.base.rsplit(":", 1)[1])
     s = Session(server.url())
     s.initialize()
