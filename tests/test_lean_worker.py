@@ -359,6 +359,17 @@ def test_an_unread_small_body_is_drained_and_the_connection_kept(conn):
     assert code == 200 and json.loads(body)["query"] == "after=1"
 
 
+def test_a_body_that_stops_arriving_is_dropped_after_keepalive_seconds(conn):
+    """The server drains an unread body to keep the connection; a client that stops
+    sending half way is dropped by the idle watchdog, not waited for forever."""
+    conn.send(b"POST /unread HTTP/1.1\r\nHost: x\r\nContent-Length: 20000\r\n\r\n" + b"z" * 100)
+    code, headers, _ = conn.response()
+    assert code == 200 and headers["connection"] == "keep-alive"
+    started = time.monotonic()
+    assert conn.closed(within=6)
+    assert 1.5 <= time.monotonic() - started <= 5
+
+
 def test_an_unread_large_body_closes_the_connection(conn):
     conn.send(b"POST /unread HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n" + b"z" * 1000)
     code, headers, _ = conn.response()
