@@ -146,7 +146,40 @@ class _Request:
         return self._headers
 
 
-class _LengthInput:
+class _BodyReader:
+    """What both request-body readers share: ``Expect: 100-continue``, lines."""
+
+    conn = None
+    #: ``Expect: 100-continue`` not answered yet: answered when the app first needs bytes.
+    expect_continue = False
+
+    def _continue(self) -> None:
+        """Send ``100 Continue`` once, before the first wait for body bytes."""
+        if self.expect_continue:
+            self.expect_continue = False
+            self.conn.send(_CONTINUE)
+
+    def readlines(self, hint: int | None = -1) -> list:
+        """The remaining lines (stopping once ``hint`` bytes were read, when given)."""
+        lines, total = [], 0
+        while True:
+            line = self.readline()
+            if not line:
+                return lines
+            lines.append(line)
+            total += len(line)
+            if hint is not None and 0 < hint <= total:
+                return lines
+
+    def __iter__(self):
+        while True:
+            line = self.readline()
+            if not line:
+                return
+            yield line
+
+
+class _LengthInput(_BodyReader):
     """``wsgi.input`` of a Content-Length body not yet (wholly) received: reads it from
     the connection on demand, never past its end (the bytes after it are the next
     request's)."""
@@ -161,9 +194,7 @@ class _LengthInput:
         conn = self.conn
         buf = conn.buf
         if len(buf) < size:
-            if self.expect_continue:
-                self.expect_continue = False
-                conn.send(_CONTINUE)
+            self._continue()
             parts, have = [buf], len(buf)
             while have < size:
                 data = conn.recv_body(max(RECV_SIZE, size - have))
@@ -194,17 +225,8 @@ class _LengthInput:
                 return self._take(idx + 1)
             if len(conn.buf) >= limit:
                 return self._take(limit)
-            if self.expect_continue:
-                self.expect_continue = False
-                conn.send(_CONTINUE)
+            self._continue()
             conn.buf += conn.recv_body(RECV_SIZE)
-
-    def readlines(self, hint: int | None = -1) -> list:
-        """The remaining lines (stopping once ``hint`` bytes were read, when given)."""
-        return _readlines(self, hint)
-
-    def __iter__(self):
-        return _iter_lines(self)
 
     @property
     def finished(self) -> bool:
@@ -226,7 +248,7 @@ class _LengthInput:
         return True
 
 
-class _ChunkedInput:
+class _ChunkedInput(_BodyReader):
     """``wsgi.input`` of a ``Transfer-Encoding: chunked`` body, decoded on demand.
 
     Chunk-size lines are limited to ``CHUNK_LINE_MAX`` bytes and the trailer section
@@ -242,9 +264,7 @@ class _ChunkedInput:
         self.failed = False
 
     def _more(self) -> None:
-        if self.expect_continue:
-            self.expect_continue = False
-            self.conn.send(_CONTINUE)
+        self._continue()
         self.conn.buf += self.conn.recv_body(RECV_SIZE)
 
     def _next_chunk(self) -> None:
@@ -341,13 +361,6 @@ class _ChunkedInput:
                 break
         return b"".join(parts)
 
-    def readlines(self, hint: int | None = -1) -> list:
-        """The remaining lines (stopping once ``hint`` bytes were read, when given)."""
-        return _readlines(self, hint)
-
-    def __iter__(self):
-        return _iter_lines(self)
-
     @property
     def finished(self) -> bool:
         """The whole body (and its trailers) was read."""
@@ -370,26 +383,6 @@ class _ChunkedInput:
         except ValueError:
             return False
         return self.done
-
-
-def _readlines(reader, hint) -> list:
-    lines, total = [], 0
-    while True:
-        line = reader.readline()
-        if not line:
-            return lines
-        lines.append(line)
-        total += len(line)
-        if hint is not None and 0 < hint <= total:
-            return lines
-
-
-def _iter_lines(reader):
-    while True:
-        line = reader.readline()
-        if not line:
-            return
-        yield line
 
 
 class _Connection:

@@ -1,6 +1,8 @@
-"""gunicorn's HTTP/1 request and response classes, tuned for the gevent worker.
+"""gunicorn's HTTP/1 request and response classes, tuned for gunicorn's gevent worker.
 
-``gunicorn_conf.post_worker_init`` installs them in each gevent worker:
+``gunicorn_conf.post_worker_init`` installs them when the worker class is gunicorn's own
+``gevent`` (``MCP_FLASK_WORKER_CLASS=gevent``); the default lean worker (lean_worker.py)
+has its own connection loop and takes only ``http_date`` and the constants from here:
 
 * ``one_send_response_class``: the status line and headers go out with the first body
   chunk (one ``send()`` per ordinary answer);

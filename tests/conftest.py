@@ -180,6 +180,18 @@ def wait_http(url: str, deadline_s: float = 30.0) -> None:
     raise RuntimeError(f"server at {url} did not come up: {last}")
 
 
+def stop_group(proc: subprocess.Popen) -> None:
+    """Stop a server started with ``start_new_session=True``: SIGTERM to its process group
+    (gunicorn's master and workers), SIGKILL after 15 s."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+
+
 class LiveServer:
     """A real ``mcp-flask serve`` (gunicorn + gevent workers) on a loopback port."""
 
@@ -215,13 +227,7 @@ class LiveServer:
         return f"{self.base}/mcp/{service}"
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
+        stop_group(self.proc)
         self.log.close()
 
     def output(self) -> str:

@@ -20,7 +20,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, free_port, poll
+from conftest import ROOT, free_port, poll, stop_group
 
 pytestmark = pytest.mark.gunicorn
 
@@ -77,13 +77,7 @@ class Gunicorn:
 
     def stop(self) -> None:
         """SIGTERM the process group; SIGKILL after 15 s."""
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
+        stop_group(self.proc)
         self.log.close()
 
 

@@ -19,7 +19,6 @@ import glob
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 
@@ -27,7 +26,7 @@ import pytest
 
 mcp = pytest.importorskip("mcp")
 
-from conftest import ROOT, free_port, wait_http  # noqa: E402
+from conftest import ROOT, free_port, stop_group, wait_http  # noqa: E402
 
 CONFORMANCE = "/work/shared/tools/mcp-conformance.sh"
 EXPECTED_FAILURES = os.path.join(ROOT, "tests", "conformance-2026-expected-failures.yml")
@@ -200,12 +199,7 @@ def modern_fixture_server(tmp_path, demo_template):
         wait_http(f"http://127.0.0.1:{port}/healthz")
         yield f"http://127.0.0.1:{port}/mcp/fixture"
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
+        stop_group(proc)
 
 
 @pytest.mark.node
