@@ -60,32 +60,36 @@ def _green_deadline(seconds: float):
 
 
 class CallScope:
-    """One tool call in flight: lets another greenlet cancel its statement."""
+    """One tool call in flight: lets another greenlet cancel its statement.
 
-    __slots__ = ("conn", "dialect", "cancelled", "_lock")
+    Lock-free: the running statement is one attribute, ``(dialect, conn)``, replaced
+    whole.  ``attach`` publishes it and then looks at ``cancelled``; ``cancel`` sets
+    ``cancelled`` and then looks at the statement.  Whichever runs second sees the
+    other's write, so a cancellation is never missed (at worst the statement is
+    cancelled twice, which is harmless).  A lock per call would cost more than the
+    statement bookkeeping it guards (one is made for every tool call)."""
+
+    __slots__ = ("running", "cancelled")
 
     def __init__(self):
-        self.conn = None
-        self.dialect = None
+        #: ``(dialect, conn)`` of the statement running now, or None.
+        self.running = None
         self.cancelled = False
-        self._lock = threading.Lock()
 
     def attach(self, dialect, conn) -> None:
-        with self._lock:
-            self.dialect, self.conn = dialect, conn
+        self.running = (dialect, conn)
         if self.cancelled:
             dialect.cancel(conn)
 
     def detach(self) -> None:
-        with self._lock:
-            self.conn = None
+        self.running = None
 
     def cancel(self) -> None:
         """Mark the call cancelled and stop its running statement, if any."""
-        with self._lock:
-            self.cancelled = True
-            conn, dialect = self.conn, self.dialect
-        if conn is not None:
+        self.cancelled = True
+        running = self.running
+        if running is not None:
+            dialect, conn = running
             try:
                 dialect.cancel(conn)
             except Exception:  # noqa: BLE001 - the statement may have just finished

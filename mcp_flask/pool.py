@@ -54,28 +54,20 @@ class Pool:
 
         Raises ``DatabaseBusy`` when none frees up in time, and whatever ``create``
         raises (``DatabaseUnavailable``) when a new connection cannot be made.
+
+        An idle connection is taken without the lock (``deque.pop`` is atomic, and
+        every other taker pops too); the lock guards the slot count and the waiting.
         """
         wait = self.timeout if timeout is None else timeout
-        deadline = time.monotonic() + wait
+        deadline = None
         while True:
-            with self._cond:
-                while not self._idle and self._open >= self.size:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        raise DatabaseBusy(
-                            f"all {self.size} database connections stayed busy for "
-                            f"{wait:g} s; try again shortly")
-                    self._waiting += 1
-                    try:
-                        self._cond.wait(remaining)
-                    finally:
-                        self._waiting -= 1
-                if self._idle:
-                    conn, returned_at = self._idle.pop()
-                    fresh = False
-                else:
-                    self._open += 1
-                    conn, returned_at, fresh = None, 0.0, True
+            try:
+                conn, returned_at = self._idle.pop()
+                fresh = False
+            except IndexError:
+                if deadline is None:
+                    deadline = time.monotonic() + wait
+                conn, returned_at, fresh = self._checkout_slow(deadline, wait)
             if fresh:
                 try:
                     return self._create()
@@ -93,14 +85,39 @@ class Pool:
             except Exception:  # noqa: BLE001 - a stale connection is replaced, not reported
                 self._discard(conn)
 
+    def _checkout_slow(self, deadline: float, wait: float) -> tuple:
+        """Under the lock: an idle connection, or a slot for a new one (``fresh``), waiting
+        for a release until ``deadline``: ``(conn, returned_at, fresh)``."""
+        with self._cond:
+            # Counted as waiting before looking: a release that does not see the count
+            # appended before this look, so the look finds its connection.
+            self._waiting += 1
+            try:
+                while not self._idle and self._open >= self.size:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise DatabaseBusy(
+                            f"all {self.size} database connections stayed busy for "
+                            f"{wait:g} s; try again shortly")
+                    self._cond.wait(remaining)
+            finally:
+                self._waiting -= 1
+            if self._idle:
+                conn, returned_at = self._idle.pop()
+                return conn, returned_at, False
+            self._open += 1
+            return None, 0.0, True
+
     def release(self, conn, broken: bool = False) -> None:
         """Give ``conn`` back; a ``broken`` one is closed and its slot freed."""
         if broken or self._closed:
             self._discard(conn)
             return
-        with self._cond:
-            self._idle.append((conn, time.monotonic()))
-            self._cond.notify()
+        self._idle.append((conn, time.monotonic()))
+        if self._waiting:
+            # Someone may be waiting (see _checkout_slow): wake one.
+            with self._cond:
+                self._cond.notify()
 
     @contextmanager
     def connection(self, timeout: float | None = None):
@@ -139,9 +156,13 @@ class Pool:
         died with it (a database restart), and pinging them one by one on later
         checkouts would cost each request a failed round trip.
         """
-        with self._cond:
-            dead = [c for c, _ in self._idle]
-            self._idle.clear()
+        dead = []
+        while True:
+            # One atomic pop at a time: a connection taken meanwhile is never also purged.
+            try:
+                dead.append(self._idle.pop()[0])
+            except IndexError:
+                break
         for conn in dead:
             self._discard(conn)
         return len(dead)
@@ -150,10 +171,10 @@ class Pool:
         """Close idle connections and refuse to keep returned ones (shutdown)."""
         self._closed = True
         while True:
-            with self._cond:
-                if not self._idle:
-                    return
+            try:
                 conn, _ = self._idle.pop()
+            except IndexError:
+                return
             self._discard(conn)
 
     def stats(self) -> dict:

@@ -72,6 +72,46 @@ def test_a_waiting_checkout_gets_the_connection_released_meanwhile(tmp_path):
     pool.release(got[0])
 
 
+def test_threads_share_a_small_pool_without_double_checkouts_or_lost_wakeups():
+    """Idle connections are taken without the lock and released with a notify only when
+    someone waits: under real threads hammering a pool of 3, no connection is ever held
+    twice at once, no more than 3 exist, and no checkout times out (a lost wakeup would
+    leave a waiter asleep until its timeout while connections sit idle)."""
+    made = []
+    pool = Pool(lambda: made.append(object()) or made[-1], size=3, timeout=10)
+    holders: dict = {}
+    guard = threading.Lock()
+    failures = []
+
+    def worker():
+        try:
+            for _ in range(2000):
+                conn = pool.acquire()
+                with guard:
+                    if id(conn) in holders:
+                        failures.append("a connection was handed out twice")
+                    holders[id(conn)] = conn
+                if len(made) > 3:
+                    failures.append(f"{len(made)} connections exist in a pool of 3")
+                with guard:
+                    del holders[id(conn)]
+                pool.release(conn)
+        except Exception as exc:  # noqa: BLE001 - reported below
+            failures.append(repr(exc))
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    started = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not any(t.is_alive() for t in threads)
+    assert failures == []
+    assert len(made) <= 3 and pool.stats() == {"size": 3, "open": len(made), "idle": len(made),
+                                               "in_use": 0, "waiting": 0}
+    assert time.monotonic() - started < 30
+
+
 def test_reuse_is_lifo_and_broken_connections_free_their_slot(tmp_path):
     pool, made = sqlite_pool(tmp_path, size=2)
     a, b = pool.acquire(), pool.acquire()

@@ -87,7 +87,7 @@ def test_cancel_stops_the_statement_in_the_server(server_app):
     t = threading.Thread(target=run)
     t.start()
     scope = wait_for(lambda: store._calls.get((c.session_id, "int:7")), 10, "the call to start")
-    wait_for(lambda: scope.conn is not None and running_probes(url) == 1, 10, "the statement to run")
+    wait_for(lambda: scope.running is not None and running_probes(url) == 1, 10, "the statement to run")
     cancelled_at = time.monotonic()
     assert c.post({"jsonrpc": "2.0", "method": "notifications/cancelled",
                    "params": {"requestId": 7}}).status_code == 202

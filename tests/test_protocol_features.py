@@ -382,7 +382,7 @@ def test_cancel_stops_the_query_and_sends_no_response(pc, papp):
     t.start()
     key = (pc.session_id, "str:slow-1")
     scope = wait_for(lambda: store._calls.get(key), 10, "the call to start")
-    wait_for(lambda: scope.conn is not None, 10, "the query to start")
+    wait_for(lambda: scope.running is not None, 10, "the query to start")
     cancelled_at = time.monotonic()
     n = pc.post({"jsonrpc": "2.0", "method": "notifications/cancelled",
                  "params": {"requestId": "slow-1", "reason": "user pressed stop"}})
@@ -408,7 +408,7 @@ def test_cancel_over_sse_ends_the_stream_without_a_response(pc, papp):
          "params": {"name": "probe_endless_query", "arguments": {}}}))
     assert r.headers["Content-Type"].startswith("text/event-stream")
     scope = wait_for(lambda: store._calls.get((pc.session_id, "int:5")), 10, "the call to start")
-    wait_for(lambda: scope.conn is not None, 10, "the query to start")
+    wait_for(lambda: scope.running is not None, 10, "the query to start")
     pc.post({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 5}})
     events = parse_sse(b"".join(r.response))
     assert [e for e in events if e.get("data", "").strip()] == []
