@@ -13,7 +13,10 @@ Variants (``--variants``, comma-separated):
 * ``gevent-tuned``: the same with the production tweaks of ``mcp_flask.worker_http``
   (one send per response, Date once a second, trusted-peer memo) and the production
   ``pre_request`` (``gevent.sleep(0)``), as ``mcp_flask.gunicorn_conf`` installs them;
-* ``lean``: ``mcp_flask.lean_worker.LeanGeventWorker`` with the same ``pre_request``.
+* ``lean``: ``mcp_flask.lean_worker.LeanGeventWorker`` as ``mcp_flask.gunicorn_conf`` runs
+  it: no ``pre_request`` yield (the lean loop yields by itself when the hub has not run
+  since the connection's previous request; a constant app never waits, so it yields
+  before every request but the first, as the tuned variant does).
 
 Usage::
 
@@ -74,7 +77,7 @@ def post_worker_init(worker):
 VARIANTS = {
     "gevent": ("gevent", ""),
     "gevent-tuned": ("gevent", _PRE_REQUEST + _TUNED),
-    "lean": ("mcp_flask.lean_worker.LeanGeventWorker", _PRE_REQUEST),
+    "lean": ("mcp_flask.lean_worker.LeanGeventWorker", ""),
 }
 
 _WRK_LUA = """
