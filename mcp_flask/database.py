@@ -199,7 +199,9 @@ class Database:
         that must see one snapshot, an explicit read-only ``transaction``.
 
         A pooled connection that died while idle is replaced once, transparently, as
-        ``transaction`` does at BEGIN: nothing was read yet, so the retry is safe.
+        ``transaction`` does at BEGIN: nothing was read yet, so the retry is safe.  A
+        read-only transaction that failed on a stale prepared plan (the dialect marks
+        the error ``stale_plan``) is run once more, with the statement planned afresh.
         """
         dialect = self.dialect
         if single and dialect.autocommit_reads:
@@ -228,6 +230,15 @@ class Database:
                     if not broken:
                         broken = self._unfit(conn) or not self._settled(conn)
                     self.pool.release(conn, broken=broken)
+        try:
+            with self.transaction(read_only=True, scope=scope) as conn:
+                return work(conn)
+        except ToolError as exc:
+            if not getattr(exc, "stale_plan", False) or (scope is not None and scope.cancelled):
+                raise
+        # A prepared statement's plan went stale inside the transaction (a column changed
+        # type): the dialect forgot the statement, and a read-only transaction is safe to
+        # repeat, so the caller never sees the schema change as an error.
         with self.transaction(read_only=True, scope=scope) as conn:
             return work(conn)
 

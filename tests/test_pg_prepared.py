@@ -279,25 +279,62 @@ def test_a_column_type_change_between_identical_reads(served, pgdb):
         pgdb.execute("ALTER TABLE books ALTER COLUMN pages TYPE integer")
 
 
-def test_a_column_type_change_inside_a_transaction_fails_once_without_leaking(served, pgdb):
+def test_a_column_type_change_inside_a_transaction_is_answered_by_a_second_try(served, pgdb):
     page = {"tableName": "books", "fields": "id,pages", "order": "id", "limit": 3}
     counted = dict(page, includeCount=True)
     served.rows(page)
     served.rows(page)
+    settled(served.proxy)
     pgdb.execute("ALTER TABLE books ALTER COLUMN pages TYPE bigint")
     try:
-        # Inside the read-only transaction the stale plan aborts it: an error, mapped as any
-        # other (no statement name, no SQL), and the entry is forgotten...
-        text = served.client.error_text("get_table_data", counted)
-        assert "mcpf" not in text and "EXECUTE" not in text and "SELECT" not in text
-        # ...so the next call answers; the old statement is deallocated when the connection is idle.
-        assert served.client.data("get_table_data", counted)["meta"]["count"] == 12
-        settled(served.proxy)
+        # Inside the read-only transaction the stale plan aborts it; the statement is
+        # forgotten and the read-only transaction runs once more, planned afresh: the
+        # caller gets its rows, never the schema change as an error.
+        got = served.client.data("get_table_data", counted)
+        assert got["meta"]["count"] == 12 and [r["id"] for r in got["resource"]] == [1, 2, 3]
+        verbs = served.verbs()
+        assert verbs[:2] == ["BEGIN", "EXECUTE"] and verbs.count("BEGIN") == 2, verbs
+        assert verbs[-3:] == ["SELECT", "SELECT", "COMMIT"], verbs
+        # The old statement is deallocated once the connection is idle, and the read is
+        # prepared afresh.
         assert [r["id"] for r in served.rows(page)] == [1, 2, 3]
         assert served.verbs()[0] == "DEALLOCATE"
         assert [n for n, _ in served.prepared()] == ["mcpf_2"]
     finally:
         pgdb.execute("ALTER TABLE books ALTER COLUMN pages TYPE integer")
+
+
+def test_only_a_stale_plan_repeats_a_read_only_transaction(served):
+    """The second try is for a stale plan alone, and only one: any other error inside
+    the transaction is the caller's after one attempt, and a plan stale twice fails."""
+    from mcp_flask.errors import DatabaseError
+
+    def failing(stale: bool, times: int):
+        attempts = []
+
+        def work(conn):
+            attempts.append(conn)
+            if len(attempts) <= times:
+                exc = DatabaseError("boom")
+                if stale:
+                    exc.stale_plan = True
+                raise exc
+            return "rows"
+        return work, attempts
+
+    work, attempts = failing(stale=False, times=1)
+    with pytest.raises(DatabaseError):
+        served.database.read(work, single=False)
+    assert len(attempts) == 1
+
+    work, attempts = failing(stale=True, times=1)
+    assert served.database.read(work, single=False) == "rows" and len(attempts) == 2
+
+    work, attempts = failing(stale=True, times=2)
+    with pytest.raises(DatabaseError):
+        served.database.read(work, single=False)
+    assert len(attempts) == 2
+    assert served.database.pool.stats()["in_use"] == 0
 
 
 def test_statements_lost_by_deallocate_all_are_prepared_again(served):

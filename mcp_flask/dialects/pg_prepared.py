@@ -172,7 +172,13 @@ class PreparedQueries:
             return [d[0] for d in cur.description], cur.fetchall()
         except Exception as exc:  # noqa: BLE001 - every driver error is mapped
             if not self._forget_failed(conn, state, key, entry[0], exc, idle):
-                raise self.map_error(exc) from None
+                mapped = self.map_error(exc)
+                if getattr(exc, "pgcode", None) == FEATURE_NOT_SUPPORTED:
+                    # A stale plan inside a transaction: the transaction is lost, but the
+                    # statement is forgotten, so the same work again succeeds (Database.read
+                    # repeats a read-only transaction once for this).
+                    mapped.stale_plan = True
+                raise mapped from None
         finally:
             if cur is not None:
                 cur.close()
@@ -233,7 +239,7 @@ class PreparedQueries:
         Only for a plan PostgreSQL will not reuse (a column changed type) or a statement
         the session lost (DEALLOCATE ALL, DISCARD ALL); the entry is forgotten either way.
         Inside a transaction the error stands (the transaction is aborted): the caller
-        maps it as any other.
+        raises it, marked ``stale_plan`` for a plan that changed type.
         """
         code = getattr(exc, "pgcode", None)
         if code not in (FEATURE_NOT_SUPPORTED, INVALID_STATEMENT_NAME):
