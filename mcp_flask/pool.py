@@ -93,7 +93,17 @@ class Pool:
             # appended before this look, so the look finds its connection.
             self._waiting += 1
             try:
-                while not self._idle and self._open >= self.size:
+                while True:
+                    # Popped, not tested then popped: lock-free takers may empty the deque
+                    # between the two.
+                    try:
+                        conn, returned_at = self._idle.pop()
+                        return conn, returned_at, False
+                    except IndexError:
+                        pass
+                    if self._open < self.size:
+                        self._open += 1
+                        return None, 0.0, True
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         raise DatabaseBusy(
@@ -102,11 +112,6 @@ class Pool:
                     self._cond.wait(remaining)
             finally:
                 self._waiting -= 1
-            if self._idle:
-                conn, returned_at = self._idle.pop()
-                return conn, returned_at, False
-            self._open += 1
-            return None, 0.0, True
 
     def release(self, conn, broken: bool = False) -> None:
         """Give ``conn`` back; a ``broken`` one is closed and its slot freed."""

@@ -10,6 +10,7 @@ about dead connections and server-side cursors.
 from __future__ import annotations
 
 import sqlite3
+import sys
 import threading
 import time
 
@@ -93,6 +94,7 @@ def test_threads_share_a_small_pool_without_double_checkouts_or_lost_wakeups():
                     holders[id(conn)] = conn
                 if len(made) > 3:
                     failures.append(f"{len(made)} connections exist in a pool of 3")
+                time.sleep(0)           # hold it a moment: the others find the pool empty
                 with guard:
                     del holders[id(conn)]
                 pool.release(conn)
@@ -101,10 +103,15 @@ def test_threads_share_a_small_pool_without_double_checkouts_or_lost_wakeups():
 
     threads = [threading.Thread(target=worker) for _ in range(8)]
     started = time.monotonic()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)         # switch threads as often as possible: races show
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    finally:
+        sys.setswitchinterval(interval)
     assert not any(t.is_alive() for t in threads)
     assert failures == []
     assert len(made) <= 3 and pool.stats() == {"size": 3, "open": len(made), "idle": len(made),
