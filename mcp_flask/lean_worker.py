@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import errno
 import io
-import ipaddress
 import os
 import re
 import socket
@@ -63,7 +62,7 @@ from gunicorn import util
 from gunicorn.http.wsgi import FileWrapper, WSGIErrorsWrapper
 from gunicorn.workers.ggevent import GeventWorker
 
-from mcp_flask.worker_http import COALESCE_MAX, PEER_MEMO_SIZE, http_date
+from mcp_flask.worker_http import COALESCE_MAX, TrustedPeers, http_date
 
 #: Largest unread request body drained to keep the connection; a bigger one closes it.
 DRAIN_MAX = 64 * 1024
@@ -636,10 +635,7 @@ class LeanGeventWorker(GeventWorker):
         self._head_max = line + 2 + fields * (field_size + 2) + 4
         self._header_map = getattr(cfg, "header_map", "drop")
         self._keys: dict = {}
-        self._trusted: dict = {}
-        allowed = list(cfg.forwarded_allow_ips or ())
-        self._allow_any = "*" in allowed
-        self._allow_networks = [ipaddress.ip_network(a) for a in allowed if a != "*"]
+        self._trusted_peer = TrustedPeers(cfg)
         self._scheme_keys = {"HTTP_" + name.upper().replace("-", "_"): value
                              for name, value in (cfg.secure_scheme_headers or {}).items()}
         self._script_name = os.environ.get("SCRIPT_NAME", "")
@@ -693,27 +689,6 @@ class LeanGeventWorker(GeventWorker):
         else:
             env["REMOTE_ADDR"] = addr.decode() if isinstance(addr, bytes) else (addr or "")
         return env
-
-    def _trusted_peer(self, addr) -> bool:
-        """Whether the peer may set the secure-scheme headers (``forwarded_allow_ips``),
-        decided once per address."""
-        if not isinstance(addr, tuple):
-            return True             # a UNIX socket: gunicorn trusts it too
-        trusted = self._trusted.get(addr[0])
-        if trusted is None:
-            if len(self._trusted) >= PEER_MEMO_SIZE:
-                self._trusted.clear()
-            trusted = self._trusted[addr[0]] = self._allowed(addr[0])
-        return trusted
-
-    def _allowed(self, host: str) -> bool:
-        if self._allow_any:
-            return True
-        try:
-            ip = ipaddress.ip_address(host)
-        except ValueError:
-            return False
-        return any(ip in net for net in self._allow_networks)
 
     def _key(self, name: bytes):
         """The environ key of request header ``name`` (None: dropped); memoized."""

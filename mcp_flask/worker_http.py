@@ -106,31 +106,50 @@ def install_http_date() -> None:
     util.http_date = http_date
 
 
-#: Peers remembered by ``peer_memo_request_class`` before the memo starts again.
+#: Peers remembered by ``TrustedPeers`` before its memo starts again.
 PEER_MEMO_SIZE = 1024
 
 
-def peer_memo_request_class():
-    """gunicorn's HTTP/1 ``Request``, remembering per peer address whether it is a trusted
-    proxy (``forwarded_allow_ips``).
+class TrustedPeers:
+    """Whether a peer may set the forwarding and secure-scheme headers
+    (``forwarded_allow_ips``), decided the way gunicorn decides it, once per address.
 
     gunicorn decides it for every request by parsing the address with ``ipaddress``
     and testing it against each allowed network; the answer depends only on the
-    address and the configuration, both fixed for a worker's connection."""
+    address and the configuration, both fixed for a worker's life.  Used by
+    ``peer_memo_request_class`` (gunicorn's own loop) and by the lean worker."""
+
+    def __init__(self, cfg):
+        from gunicorn.http.message import _ip_in_allow_list
+
+        allow, networks = cfg.forwarded_allow_ips, cfg.forwarded_allow_networks()
+        self._decide = lambda host: _ip_in_allow_list(host, allow, networks)
+        self._memo: dict = {}
+
+    def __call__(self, addr) -> bool:
+        """``addr`` is a peer address as the socket gives it (a tuple; else a UNIX socket,
+        which gunicorn trusts too)."""
+        if not isinstance(addr, tuple):
+            return True
+        trusted = self._memo.get(addr[0])
+        if trusted is None:
+            if len(self._memo) >= PEER_MEMO_SIZE:
+                self._memo.clear()
+            trusted = self._memo[addr[0]] = self._decide(addr[0])
+        return trusted
+
+
+def peer_memo_request_class():
+    """gunicorn's HTTP/1 ``Request``, deciding whether its peer is a trusted proxy through
+    one ``TrustedPeers`` per worker instead of afresh for every request."""
     from gunicorn.http import message
 
-    memo: dict = {}
+    peers: list = []
 
     class PeerMemoRequest(message.Request):
         def _peer_is_trusted_proxy(self):
-            peer = self.peer_addr
-            if not isinstance(peer, tuple):
-                return True             # a UNIX socket: gunicorn trusts it too
-            trusted = memo.get(peer[0])
-            if trusted is None:
-                if len(memo) >= PEER_MEMO_SIZE:
-                    memo.clear()
-                trusted = memo[peer[0]] = super()._peer_is_trusted_proxy()
-            return trusted
+            if not peers:
+                peers.append(TrustedPeers(self.cfg))     # the worker's config, fixed
+            return peers[0](self.peer_addr)
 
     return PeerMemoRequest
