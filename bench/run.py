@@ -76,6 +76,9 @@ def parse_args(argv=None):
     p.add_argument("--workers", default="auto",
                    help="gunicorn workers; 'auto' (default): one per core when Redis answers at --redis "
                         "(the recommended deployment), else 1. More than 1 needs Redis")
+    p.add_argument("--pool", type=int, default=0,
+                   help="database pool size per worker (default: max(16, 64 / workers), room for every "
+                        "connection of the 64-connection point)")
     p.add_argument("--redis", default=DEFAULT_REDIS,
                    help=f"Redis URL for sessions shared by the workers (default {DEFAULT_REDIS}); "
                         "'' for none")
@@ -171,7 +174,7 @@ def run(args) -> dict:
                         d, sql, params, c, max(1.0, args.seconds / 2), enc, sqlite_file)
             fl["large"] = {n: floors.fetch_times(d, n, sqlite_file=sqlite_file) for n in args.size_list}
 
-    pool = max(16, 64 // args.workers)
+    pool = args.pool or max(16, 64 // args.workers)
     server = BenchServer({SERVICE[d]: u for d, u in urls.items()}, workers=args.workers,
                          redis_url=args.redis, pool=pool,
                          env={"MCP_FLASK_WORKER_CLASS": args.worker_class})
