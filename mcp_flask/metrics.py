@@ -28,6 +28,7 @@ Imports only prometheus-client; the wiring lives in create_app.
 from __future__ import annotations
 
 import os
+import struct
 import time
 
 from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram,
@@ -48,14 +49,150 @@ def _cached_pid() -> int:
     return _PID[0]
 
 
+def _native_lock():
+    """A new operating-system lock, even after gevent patched ``threading``.
+
+    prometheus-client guards every value update with ``threading.Lock``; once gevent
+    has patched the standard library that is a greenlet-aware lock written in
+    Python-level machinery (hub lookups, owner checks), a large part of the cost of
+    an increment.  The critical section here never blocks and never yields to
+    another greenlet (a float update and a 16-byte write into an mmap), so an OS
+    lock is both correct under gevent and still excludes real threads (gthread or
+    sync workers, background threads)."""
+    try:
+        from gevent import monkey
+    except ImportError:  # pragma: no cover - gevent is a dependency
+        import _thread
+        return _thread.allocate_lock()
+    return monkey.get_original("_thread", "allocate_lock")()
+
+
+def _mmap_value_class(process_identifier=_cached_pid):
+    """prometheus-client's multiprocess value class (``values.MultiProcessValue``), leaner.
+
+    Same files, same keys, same bytes: one ``<type>[_<mode>]_<pid>.db`` file per
+    kind of value and process, written with ``prometheus_client.mmap_dict``, read
+    back by ``MultiProcessCollector`` unchanged.  What differs:
+
+    * an OS lock instead of ``threading.Lock`` (see ``_native_lock``);
+    * no process-id check per update: a forked child reopens its own files from
+      an ``os.register_at_fork`` hook instead (``after_fork``), as the library
+      would on the child's first update;
+    * an update writes its 16 bytes (value, timestamp) straight into the mmap at
+      the value's position, found once, instead of through ``write_value`` (a
+      dictionary lookup and two calls).  That uses ``MmapedDict``'s private
+      ``_m`` and ``_positions``; when they are missing (a future
+      prometheus-client) values fall back to ``write_value``, and
+      tests/test_metrics.py fails loudly.
+    """
+    from prometheus_client import values as pc_values
+    from prometheus_client.mmap_dict import MmapedDict, mmap_key
+
+    lock = _native_lock()
+    files: dict = {}
+    instances: list = []
+    pid = [process_identifier()]
+    pack = struct.Struct("dd").pack
+
+    def cleanup() -> None:
+        for f in files.values():
+            f.close()
+        files.clear()
+        instances.clear()
+
+    cleanups = getattr(pc_values, "_multi_process_cleanups", None)
+    if cleanups is not None:    # values.close_all_multiprocess_files() closes ours too
+        cleanups.append(cleanup)
+
+    class MmapValue:
+        """A float in this process's mmapped metrics file (one sample of one metric)."""
+
+        _multiprocess = True
+
+        def __init__(self, typ, metric_name, name, labelnames, labelvalues, help_text, multiprocess_mode="",
+                     **kwargs):
+            self._params = typ, metric_name, name, labelnames, labelvalues, help_text, multiprocess_mode
+            with lock:
+                self._reset()
+                instances.append(self)
+
+        def _reset(self) -> None:
+            typ, metric_name, name, labelnames, labelvalues, help_text, multiprocess_mode = self._params
+            prefix = typ + "_" + multiprocess_mode if typ == "gauge" else typ
+            f = files.get(prefix)
+            if f is None:
+                f = files[prefix] = MmapedDict(os.path.join(os.environ.get(MULTIPROC_ENV),
+                                                            "{}_{}.db".format(prefix, pid[0])))
+            self._file = f
+            self._key = mmap_key(metric_name, name, labelnames, labelvalues, help_text)
+            self._value, self._timestamp = f.read_value(self._key)
+            # The value's 16 bytes in the file (read_value has allocated them): fixed for
+            # the file's life, since entries are only ever appended (growth remaps _m).
+            pos = getattr(f, "_positions", {}).get(self._key)
+            self._span = slice(pos, pos + 16) if pos is not None and hasattr(f, "_m") else None
+
+        def _write(self, value: float, timestamp: float) -> None:
+            if self._span is None:
+                self._file.write_value(self._key, value, timestamp)
+            else:
+                # One slice assignment, as mmap_dict does (pack_into would briefly write zeros).
+                self._file._m[self._span] = pack(value, timestamp)
+
+        def inc(self, amount) -> None:
+            with lock:
+                self._value = value = self._value + amount
+                self._timestamp = 0.0
+                self._write(value, 0.0)
+
+        def set(self, value, timestamp=None) -> None:
+            with lock:
+                self._value = value
+                self._timestamp = timestamp = timestamp or 0.0
+                self._write(value, timestamp)
+
+        def set_exemplar(self, exemplar) -> None:
+            return  # not supported in multiprocess mode (as in prometheus-client)
+
+        def get(self):
+            with lock:
+                return self._value
+
+        def get_exemplar(self):
+            return None
+
+        @classmethod
+        def close_all_files(cls) -> None:
+            with lock:
+                cleanup()
+
+        @staticmethod
+        def after_fork(new_pid: int) -> None:
+            """In a forked child: this process's own files, and its values read from them."""
+            nonlocal lock
+            if pid[0] == new_pid:
+                return
+            pid[0] = new_pid
+            lock = _native_lock()   # the parent may have forked while another thread held it
+            for f in files.values():
+                f.close()
+            files.clear()
+            for value in instances:
+                value._reset()
+
+    return MmapValue
+
+
 def _after_fork() -> None:
     _PID[0] = os.getpid()
+    after = getattr(values.ValueClass, "after_fork", None)
+    if after is not None:
+        after(_PID[0])
 
 
 os.register_at_fork(after_in_child=_after_fork)
 if os.environ.get(MULTIPROC_ENV):
     # Before the metrics below are created: they take their value class from here.
-    values.ValueClass = values.MultiProcessValue(process_identifier=_cached_pid)
+    values.ValueClass = _mmap_value_class()
 
 #: Latency buckets (seconds): from sub-millisecond metadata calls to long queries.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
