@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import os
 import struct
+from bisect import bisect_left
 import time
 
 from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram,
@@ -215,6 +216,45 @@ POOL = Gauge("mcp_pool_connections", "Database pool connections (state: size, op
              ["service", "state"], multiprocess_mode="livesum")
 
 
+def adder(child):
+    """``f(amount)`` adding ``amount`` to a labelled Counter or Gauge child, for the hot paths.
+
+    ``Counter.inc`` / ``Gauge.inc`` check, on every call, things settled when the child
+    was made (it has all its labels; the gauge is not a "mostrecent" one) before
+    calling their value's ``inc``: this calls the value directly (prometheus-client's
+    private ``_value``; the public method when it is missing or the gauge is of a
+    mode that needs the check).  The amount must be >= 0 for a counter, as with
+    ``inc``."""
+    value = getattr(child, "_value", None)
+    if value is None or not callable(getattr(value, "inc", None)) or getattr(child, "_is_most_recent", False):
+        return child.inc
+    return value.inc
+
+
+def observer(child):
+    """``f(amount)`` observing ``amount`` in a labelled Histogram child, for the hot paths.
+
+    Does what ``Histogram.observe`` does without exemplars (add to the sum, count one
+    in the first bucket whose bound is >= amount, ``bisect_left``) straight on the
+    child's values; the public method when prometheus-client's private ``_sum``,
+    ``_buckets`` and ``_upper_bounds`` are not as expected."""
+    total = getattr(child, "_sum", None)
+    buckets = getattr(child, "_buckets", None)
+    bounds = getattr(child, "_upper_bounds", None)
+    if (total is None or not isinstance(buckets, list) or not isinstance(bounds, list)
+            or len(buckets) != len(bounds) or not bounds or bounds[-1] != float("inf")
+            or list(bounds) != sorted(bounds)):
+        return child.observe
+    add_sum = total.inc
+    counts = [b.inc for b in buckets]
+    bounds = tuple(bounds)
+
+    def observe(amount) -> None:
+        add_sum(amount)
+        counts[bisect_left(bounds, amount)](1)
+    return observe
+
+
 def multiprocess() -> bool:
     return bool(os.environ.get(MULTIPROC_ENV))
 
@@ -252,7 +292,8 @@ def instrument_protocol(protocol) -> None:
 
     handle = protocol.handle
     known = protocol.handlers
-    # Labelled children looked up once per label set: labels() takes a lock and builds tuples.
+    # Labelled children looked up once per label set (labels() takes a lock and builds tuples),
+    # kept as their adder / observer.
     counters: dict = {}
     histograms: dict = {}
     in_flight: dict = {}
@@ -266,8 +307,8 @@ def instrument_protocol(protocol) -> None:
         outcome = "ok"
         running = in_flight.get(service)
         if running is None:
-            running = in_flight[service] = IN_FLIGHT.labels(service)
-        running.inc()
+            running = in_flight[service] = adder(IN_FLIGHT.labels(service))
+        running(1)
         # Unknown methods share one label value: clients must not grow the label set.
         label = method if method in known else "(unknown)"
         try:
@@ -282,8 +323,8 @@ def instrument_protocol(protocol) -> None:
                     rkey = (service, audit.get("tool", ""))
                     child = row_counters.get(rkey)
                     if child is None:
-                        child = row_counters[rkey] = ROWS.labels(*rkey)
-                    child.inc(rows)
+                        child = row_counters[rkey] = adder(ROWS.labels(*rkey))
+                    child(rows)
             return result
         except ProtocolError as exc:
             outcome = "error"
@@ -298,16 +339,16 @@ def instrument_protocol(protocol) -> None:
             if method == "tools/call" and not tool and isinstance(params, dict):
                 # An unknown tool: keep the label set bounded.
                 tool = "(unknown)"
-            running.dec()
+            running(-1)
             key = (service, label, tool, outcome)
             counter = counters.get(key)
             if counter is None:
-                counter = counters[key] = REQUESTS.labels(*key)
-            counter.inc()
+                counter = counters[key] = adder(REQUESTS.labels(*key))
+            counter(1)
             hist = histograms.get(key[:2])
             if hist is None:
-                hist = histograms[key[:2]] = LATENCY.labels(service, label)
-            hist.observe(perf() - started)
+                hist = histograms[key[:2]] = observer(LATENCY.labels(service, label))
+            hist(perf() - started)
 
     def counted_initialize(params, service, session, access):
         started = perf()

@@ -105,7 +105,8 @@ class RequestMiddleware:
         self.prefix = mcp_prefix
         self.ops_port = ops_port
         self.ops_paths = ops_paths
-        # Labelled metric children, looked up once (labels() takes a lock and builds tuples).
+        # Labelled metric children, looked up once (labels() takes a lock and builds tuples),
+        # kept as their metrics.adder.
         self._http: dict = {}
         self._errors: dict = {}
 
@@ -172,13 +173,13 @@ class RequestMiddleware:
             if child is None:
                 # Only the standard methods get their own label value.
                 m = method if method in _METHODS else "OTHER"
-                child = self._http[key] = metrics.HTTP.labels(service, m, str(status))
-            child.inc()
+                child = self._http[key] = metrics.adder(metrics.HTTP.labels(service, m, str(status)))
+            child(1)
             if status >= 400:
                 err = self._errors.get(key[0::2])
                 if err is None:
-                    err = self._errors[key[0::2]] = metrics.ERRORS.labels(service, f"http_{status}")
-                err.inc()
+                    err = self._errors[key[0::2]] = metrics.adder(metrics.ERRORS.labels(service, f"http_{status}"))
+                err(1)
         # One line per request: a tool call's audit record (with the request id, duration
         # and outcome) already is its line, unless the HTTP exchange itself failed.
         if access_log.isEnabledFor(logging.INFO) and not (logs.AUDITED.get() and status < 400 and not was_sse):

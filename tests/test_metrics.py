@@ -52,8 +52,8 @@ def test_prometheus_client_internals_metrics_py_relies_on():
     """The private attributes the fast paths use.  When this fails, prometheus-client changed:
     metrics.py still works (it falls back to the public paths) but is slower; adapt it."""
     from prometheus_client import Counter, Gauge, Histogram, values
-    from prometheus_client.mmap_dict import MmapedDict
-    from prometheus_client.mmap_dict import mmap_key  # noqa: F401 - must exist
+    from prometheus_client.mmap_dict import MmapedDict, mmap_key
+    assert callable(mmap_key)
     assert isinstance(getattr(values, "_multi_process_cleanups", None), list)
     import tempfile
     with tempfile.TemporaryDirectory() as d:
@@ -76,10 +76,14 @@ def test_values_match_prometheus_client_across_forked_processes(tmp_path):
     import json, os
     from prometheus_client import Counter, Gauge, Histogram, values
     if MINE:
-        import mcp_flask.metrics  # installs its value class
+        from mcp_flask.metrics import adder, observer  # installs its value class
         assert values.ValueClass.__name__ == "MmapValue", values.ValueClass
+        add = lambda child, amount=1: adder(child)(amount)
+        observe = lambda child, amount: observer(child)(amount)
     else:
         assert values.ValueClass.__name__ == "MmapedValue", values.ValueClass
+        add = lambda child, amount=1: child.inc(amount)
+        observe = lambda child, amount: child.observe(amount)
     req = Counter("t_requests", "h", ["service", "tool"], registry=None)
     err = Counter("t_errors", "h", ["kind"], registry=None)
     lat = Histogram("t_latency", "h", ["service"], buckets=(0.001, 0.01, 1.0), registry=None)
@@ -88,12 +92,12 @@ def test_values_match_prometheus_client_across_forked_processes(tmp_path):
     each = Gauge("t_each", "h", ["service"], registry=None)            # mode "all": one sample per pid
 
     def work(k):
-        req.labels("svc", "t").inc()
+        add(req.labels("svc", "t"))
         req.labels("svc", "t").inc(k)
-        lat.labels("svc").observe(0.003 * k)
+        observe(lat.labels("svc"), 0.003 * k)
         lat.labels("svc").observe(7.5)
-        live.labels("svc").inc(k)
-        live.labels("svc").dec()
+        add(live.labels("svc"), k)
+        add(live.labels("svc"), -1)
         top.set(k)
         each.labels("svc").set(k * 1.5)
 
@@ -107,7 +111,7 @@ def test_values_match_prometheus_client_across_forked_processes(tmp_path):
     pid = os.fork()
     if pid == 0:
         for i in range(3000):
-            err.labels("kind_%d" % i).inc(i)
+            add(err.labels("kind_%d" % i), i)
         work(4)
         assert req.labels("svc", "t")._value.get() == 5
         os._exit(0)
@@ -139,3 +143,41 @@ def test_values_match_prometheus_client_across_forked_processes(tmp_path):
 def _dirs(tmp_path):
     (tmp_path / "mine").mkdir()
     (tmp_path / "ref").mkdir()
+
+
+def test_adder_and_observer_do_what_inc_and_observe_do():
+    """The hot-path shortcuts take the fast route with this prometheus-client, and count the same."""
+    from prometheus_client import Counter, Gauge, Histogram
+
+    from mcp_flask.metrics import adder, observer
+    bounds = (0.001, 0.0025, 0.01, 1.0)
+    c = Counter("t_fast_c", "h", ["a"], registry=None)
+    g = Gauge("t_fast_g", "h", ["a"], registry=None)
+    h = Histogram("t_fast_h", "h", ["a"], buckets=bounds, registry=None)
+    fast_c, fast_g, fast_h = adder(c.labels("fast")), adder(g.labels("fast")), observer(h.labels("fast"))
+    assert fast_c != c.labels("fast").inc and fast_h != h.labels("fast").observe, "fast paths not taken"
+    for amount in (1, 1, 5, 0, 2.5):
+        fast_c(amount)
+        c.labels("slow").inc(amount)
+    for amount in (1, -1, 3, -2):
+        fast_g(amount)
+        g.labels("slow").inc(amount)
+    # Every bucket, the exact bounds, beyond the last bound, zero and negatives.
+    for amount in (0.0, 0.0005, 0.001, 0.0010001, 0.0025, 0.003, 0.01, 0.5, 1.0, 1.5, 1e9, -1.0):
+        fast_h(amount)
+        h.labels("slow").observe(amount)
+
+    def samples(metric, label):
+        return sorted((s.name, tuple(sorted((k, v) for k, v in s.labels.items() if k != "a")), s.value)
+                      for fam in metric.collect() for s in fam.samples
+                      if s.labels.get("a") == label and not s.name.endswith("_created"))
+    for metric in (c, g, h):
+        assert samples(metric, "fast") == samples(metric, "slow") != []
+
+
+def test_adder_keeps_public_paths_for_mostrecent_gauges():
+    from prometheus_client import Gauge
+
+    from mcp_flask.metrics import adder
+    g = Gauge("t_recent", "h", ["a"], multiprocess_mode="mostrecent", registry=None).labels("x")
+    assert adder(g) == g.inc
