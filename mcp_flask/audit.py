@@ -39,7 +39,7 @@ import time
 
 import orjson
 
-from .logs import AUDITED, info, utc_stamp
+from .logs import DIRECT_FORMATS, info, mark_audited, utc_stamp
 
 log = logging.getLogger("mcp_flask.audit")
 
@@ -60,6 +60,15 @@ class AuditLineFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         rec = getattr(record, "audit", None)
         return orjson.dumps(rec, default=str).decode() if rec is not None else record.getMessage()
+
+
+def _audit_line(name: str, msg: str, extra: dict, stamp: str) -> str:
+    """``AuditLineFormatter``'s line for ``logs.info`` to write directly (same bytes)."""
+    rec = extra.get("audit")
+    return orjson.dumps(rec, default=str).decode() if rec is not None else msg
+
+
+DIRECT_FORMATS[AuditLineFormatter] = _audit_line
 
 
 def ensure_handler(logger: logging.Logger = log) -> None:
@@ -85,8 +94,9 @@ class Auditor:
         if not self.log.isEnabledFor(logging.INFO):
             return None
         session = call.session
+        stamp = utc_stamp(time.time())   # the record's time, and its log line's ts
         rec = {
-            "time": utc_stamp(time.time()),
+            "time": stamp,
             "event": "tool_call",
             "service": call.service.name,
             "session": fingerprint(session.id) if session is not None else "",
@@ -97,6 +107,6 @@ class Auditor:
         audit = call.audit
         for k in FIELDS:
             rec[k] = audit.get(k)
-        info(self.log, "tool_call", {"audit": rec})
-        AUDITED.set(True)
+        info(self.log, "tool_call", {"audit": rec}, stamp)
+        mark_audited()
         return rec
