@@ -29,6 +29,7 @@ from . import logs, metrics, sse
 access_log = logging.getLogger("mcp_flask.access")
 _METHODS = frozenset({"GET", "POST", "DELETE", "OPTIONS", "HEAD", "PUT", "PATCH"})
 _JSON_404 = b'{"error":"not found"}'
+_perf = time.perf_counter
 
 
 class _State:
@@ -76,7 +77,7 @@ class _Body:
         if STATE.stopping:
             # Close the connection after the stream (gunicorn would keep it alive, and the
             # retiring worker would wait for the idle connection until graceful_timeout).
-            force_close = self.info.get("force_close")
+            force_close = _force_close(self.info.get("start_response"))
             if force_close is not None:
                 force_close()
 
@@ -111,7 +112,7 @@ class RequestMiddleware:
         self._errors: dict = {}
 
     def __call__(self, environ, start_response):
-        started = time.perf_counter()
+        started = _perf()
         path = environ.get("PATH_INFO", "")
         service = path[len(self.prefix):].rstrip("/") if path.startswith(self.prefix) else ""
         if service and service not in self.services:
@@ -119,18 +120,18 @@ class RequestMiddleware:
         rid = logs.request_id_from(environ.get("HTTP_X_REQUEST_ID"))
         environ["mcp_flask.request_id"] = rid
         tokens = logs.bind(rid, environ.get("HTTP_MCP_SESSION_ID", ""), service)
-        # gunicorn's start_response is a method of its Response, whose force_close()
-        # ends the keep-alive connection after this response (used at shutdown).
-        info = {"service": service, "status": 0, "sse": False,
-                "force_close": getattr(getattr(start_response, "__self__", None), "force_close", None)}
+        # start_response is kept for _force_close, looked up only when a stream ends at shutdown.
+        info = {"service": service, "status": 0, "sse": False, "start_response": start_response}
 
         def start(status, headers, exc_info=None):
             info["status"] = int(status[:3])
             for name, value in headers:
-                lname = name.lower()
-                if lname == "content-type" and value.startswith(sse.CONTENT_TYPE):
-                    info["sse"] = True
-                elif lname == "mcp-session-id":
+                # The length first: most headers are neither, and need no lower-casing.
+                n = len(name)
+                if n == 12:
+                    if value.startswith(sse.CONTENT_TYPE) and name.lower() == "content-type":
+                        info["sse"] = True
+                elif n == 14 and name.lower() == "mcp-session-id":
                     logs.set_session(value)
             headers.append(("X-Request-ID", rid))
             return start_response(status, headers, exc_info)
@@ -182,11 +183,18 @@ class RequestMiddleware:
                 err(1)
         # One line per request: a tool call's audit record (with the request id, duration
         # and outcome) already is its line, unless the HTTP exchange itself failed.
-        if access_log.isEnabledFor(logging.INFO) and not (logs.AUDITED.get() and status < 400 and not was_sse):
+        # The cheapest tests first: a tool call's 200 usually settles it.
+        if not (status < 400 and not was_sse and logs.audited()) and access_log.isEnabledFor(logging.INFO):
             access_log.info("%s %s %s", method, environ.get("PATH_INFO", ""), status, extra={
                 "http_method": method, "path": environ.get("PATH_INFO", ""), "status": status,
                 "duration_ms": round((time.perf_counter() - started) * 1000, 3),
                 "sse": was_sse, "remote": environ.get("REMOTE_ADDR", "")})
+
+
+def _force_close(start_response):
+    """gunicorn's start_response is a method of its Response, whose force_close() ends the
+    keep-alive connection after this response (used at shutdown); None for other servers."""
+    return getattr(getattr(start_response, "__self__", None), "force_close", None)
 
 
 def _kind(environ) -> str:
