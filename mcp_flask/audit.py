@@ -43,7 +43,8 @@ from .logs import DIRECT_FORMATS, info, mark_audited, utc_stamp
 
 log = logging.getLogger("mcp_flask.audit")
 
-#: ``call.audit`` keys copied into the record, beside the ones the auditor adds.
+#: ``call.audit`` keys copied into the record, beside the ones the auditor adds
+#: (``Auditor.record`` spells them out, in this order).
 FIELDS = ("tool", "table", "rows", "duration_ms", "outcome")
 
 
@@ -95,6 +96,8 @@ class Auditor:
             return None
         session = call.session
         stamp = utc_stamp(time.time())   # the record's time, and its log line's ts
+        get = call.audit.get
+        # One literal, in FIELDS order for the tool's part (no loop: this runs per call).
         rec = {
             "time": stamp,
             "event": "tool_call",
@@ -103,10 +106,9 @@ class Auditor:
             "role": getattr(access, "role_name", "") or "",
             # Stateless (2026-07-28) calls carry the credential on the call itself.
             "key": session.credential if session is not None else getattr(call, "credential", ""),
+            "tool": get("tool"), "table": get("table"), "rows": get("rows"),
+            "duration_ms": get("duration_ms"), "outcome": get("outcome"),
         }
-        audit = call.audit
-        for k in FIELDS:
-            rec[k] = audit.get(k)
         info(self.log, "tool_call", {"audit": rec}, stamp)
         mark_audited()
         return rec

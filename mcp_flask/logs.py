@@ -256,9 +256,11 @@ def direct_handler(logger: logging.Logger):
             break
         node = node.parent
     if (found is None or type(found) is not logging.StreamHandler or found.level > logging.INFO
-            or type(found.formatter) not in DIRECT_FORMATS
-            or any(type(f) is not ContextFilter for f in found.filters)):
+            or type(found.formatter) not in DIRECT_FORMATS):
         return None
+    for f in found.filters:     # a loop, not any(<generator>): usually there are none
+        if type(f) is not ContextFilter:
+            return None
     return found
 
 

@@ -132,24 +132,28 @@ def _mmap_value_class(process_identifier=_cached_pid):
             pos = getattr(f, "_positions", {}).get(self._key)
             self._span = slice(pos, pos + 16) if pos is not None and hasattr(f, "_m") else None
 
-        def _write(self, value: float, timestamp: float) -> None:
-            if self._span is None:
-                self._file.write_value(self._key, value, timestamp)
-            else:
-                # One slice assignment, as mmap_dict does (pack_into would briefly write zeros).
-                self._file._m[self._span] = pack(value, timestamp)
-
+        # inc and set write the value themselves (no helper call: they run several times
+        # per request): one slice assignment, as mmap_dict does (pack_into would briefly
+        # write zeros a concurrent reader could see).
         def inc(self, amount) -> None:
             with lock:
                 self._value = value = self._value + amount
                 self._timestamp = 0.0
-                self._write(value, 0.0)
+                span = self._span
+                if span is None:
+                    self._file.write_value(self._key, value, 0.0)
+                else:
+                    self._file._m[span] = pack(value, 0.0)
 
         def set(self, value, timestamp=None) -> None:
             with lock:
                 self._value = value
                 self._timestamp = timestamp = timestamp or 0.0
-                self._write(value, timestamp)
+                span = self._span
+                if span is None:
+                    self._file.write_value(self._key, value, timestamp)
+                else:
+                    self._file._m[span] = pack(value, timestamp)
 
         def set_exemplar(self, exemplar) -> None:
             return  # not supported in multiprocess mode (as in prometheus-client)

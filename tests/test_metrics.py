@@ -181,3 +181,26 @@ def test_adder_keeps_public_paths_for_mostrecent_gauges():
     from mcp_flask.metrics import adder
     g = Gauge("t_recent", "h", ["a"], multiprocess_mode="mostrecent", registry=None).labels("x")
     assert adder(g) == g.inc
+
+
+def test_mmap_values_write_the_same_bytes_without_their_position(tmp_path, monkeypatch):
+    """The fallback (no known position in the file: write_value) and the direct write agree."""
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    from prometheus_client.mmap_dict import MmapedDict
+
+    from mcp_flask import metrics
+    cls = metrics._mmap_value_class(lambda: 4242)
+    fast = cls("counter", "t_fb", "t_fb_total", ("a",), ("x",), "h")
+    slow = cls("counter", "t_fb", "t_fb_total", ("a",), ("y",), "h")
+    slow._span = None
+    for v in (fast, slow):
+        v.inc(2)
+        v.inc(0.5)
+        assert v.get() == 2.5
+    seen = {k: (v, ts) for k, v, ts, _ in MmapedDict.read_all_values_from_file(str(tmp_path / "counter_4242.db"))}
+    assert sorted(seen.values()) == [(2.5, 0.0), (2.5, 0.0)]
+    for v in (fast, slow):
+        v.set(5.5, 7.0)
+    seen = {k: (v, ts) for k, v, ts, _ in MmapedDict.read_all_values_from_file(str(tmp_path / "counter_4242.db"))}
+    assert sorted(seen.values()) == [(5.5, 7.0), (5.5, 7.0)]
+    cls.close_all_files()
