@@ -24,7 +24,8 @@ writes it as ``{"logger": "mcp_flask.audit", "msg": "tool_call", "audit": {...}}
 on stderr with the request id.  When no logging is configured at all (a bare
 ``create_app`` in a script), a handler printing the record alone as one JSON line
 is attached instead.  The audit logger is pinned at INFO so a quieter
-``log_level`` never silences it.
+``log_level`` never silences it.  In both standard setups ``logs.info`` writes the
+very line logging would, without building the ``LogRecord`` (``DIRECT_FORMATS``).
 
 Imports only ``logs`` from the project (to mark the request as logged: its audit
 record stands for the access line, see middleware.py).

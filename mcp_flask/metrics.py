@@ -22,7 +22,10 @@ What is measured, and where:
 * ``mcp_requests_in_flight{service}``, ``mcp_sse_streams_open{service,kind}``, ``mcp_sessions_active``,
   ``mcp_pool_connections{service,state}``: gauges.
 
-Per call the cost is two counter increments and one histogram observation.
+Per call the cost is two counter increments and one histogram observation.  In
+multiprocess mode the values are ``_mmap_value_class``'s (prometheus-client's files
+and format, with an OS lock and direct mmap writes), and the hot paths update
+labelled children through ``adder`` / ``observer``.
 Imports only prometheus-client; the wiring lives in create_app.
 """
 from __future__ import annotations
