@@ -24,10 +24,25 @@ Imports errors only.
 """
 from __future__ import annotations
 
+import sys
 import threading
-from contextlib import contextmanager
 
 from .errors import LimitExceeded
+
+
+def _native_lock():
+    """A lock of the OS thread library even under gevent's monkey patching.
+
+    The limiter's critical sections are a dict read and a dict write: they never
+    block or yield, so a greenlet can not be switched out while holding the lock,
+    and the native lock costs a fraction of gevent's cooperative one (taken twice
+    per tool call).  Real threads (a threaded worker) are still excluded.
+    """
+    monkey = sys.modules.get("gevent.monkey")
+    if monkey is not None:
+        # The unpatched function whether or not ``_thread`` was patched.
+        return monkey.get_original("_thread", "allocate_lock")()
+    return threading.Lock()
 
 
 class Limiter:
@@ -36,44 +51,78 @@ class Limiter:
     def __init__(self, store):
         self.store = store
         self._running: dict[str, int] = {}
-        self._lock = threading.Lock()
+        self._lock = _native_lock()
 
-    @contextmanager
-    def admit(self, call, access):
-        """Run the body as one admitted tool call, or raise ``LimitExceeded``."""
-        cfg = call.service.config
-        session = call.session
-        # Stateless (2026-07-28) calls have no session to cap; the rate limit still applies.
-        sid = session.id if session is not None else None
-        limit = cfg.max_concurrent_calls
-        refused = False
-        if sid is not None:
-            with self._lock:
-                running = self._running.get(sid, 0)
-                if running >= limit:
-                    refused = True
-                else:
-                    self._running[sid] = running + 1
-        if refused:
-            raise LimitExceeded(f"too many calls at once: this session may run {limit} tool call"
-                                f"{'s' if limit != 1 else ''} at a time; wait for one to finish")
-        try:
-            if cfg.rate_limit:
-                credential = session.credential if session is not None else getattr(call, "credential", "")
-                if not self.store.take_token(f"rate:{cfg.name}:{credential or '-'}", cfg.rate_limit):
-                    raise LimitExceeded(f"rate limit reached: {cfg.rate_limit} tool calls per minute "
-                                        f"for this {'API key' if credential else 'service'}; "
-                                        f"try again in a few seconds")
-            yield
-        finally:
-            if sid is not None:
-                with self._lock:
-                    left = self._running.get(sid, 1) - 1
-                    if left > 0:
-                        self._running[sid] = left
-                    else:
-                        self._running.pop(sid, None)
+    def admit(self, call, access) -> "_Admission":
+        """A context manager running its body as one admitted tool call, or raising
+        ``LimitExceeded`` on entry.  Nothing is counted until the ``with`` enters."""
+        return _Admission(self, call)
 
     def running(self, session_id: str) -> int:
         """Tool calls of ``session_id`` running in this process (for tests and metrics)."""
         return self._running.get(session_id, 0)
+
+
+class _Admission:
+    """One ``Limiter.admit``: counts the session's call on enter, uncounts it on exit.
+
+    A small class rather than a ``@contextmanager`` generator: one is made per tool
+    call, and the generator machinery (a frame kept alive, two ``next`` calls,
+    ``contextlib`` frames) costs more than the admission itself.
+    """
+
+    __slots__ = ("limiter", "call", "sid")
+
+    def __init__(self, limiter: Limiter, call):
+        self.limiter = limiter
+        self.call = call
+        #: The counted session id, set once admitted (None: nothing to uncount).
+        self.sid = None
+
+    def __enter__(self) -> None:
+        limiter = self.limiter
+        call = self.call
+        cfg = call.service.config
+        session = call.session
+        # Stateless (2026-07-28) calls have no session to cap; the rate limit still applies.
+        if session is not None:
+            sid = session.id
+            if sid is not None:
+                limit = cfg.max_concurrent_calls
+                running = limiter._running
+                with limiter._lock:
+                    count = running.get(sid, 0)
+                    if count < limit:
+                        running[sid] = count + 1
+                        self.sid = sid
+                if self.sid is None:
+                    raise LimitExceeded(f"too many calls at once: this session may run {limit} tool call"
+                                        f"{'s' if limit != 1 else ''} at a time; wait for one to finish")
+        if cfg.rate_limit:
+            try:
+                credential = session.credential if session is not None else getattr(call, "credential", "")
+                if not limiter.store.take_token(f"rate:{cfg.name}:{credential or '-'}", cfg.rate_limit):
+                    raise LimitExceeded(f"rate limit reached: {cfg.rate_limit} tool calls per minute "
+                                        f"for this {'API key' if credential else 'service'}; "
+                                        f"try again in a few seconds")
+            except BaseException:
+                # Not admitted after all: __exit__ will not run, so give the slot back here.
+                self._leave()
+                raise
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self._leave()
+
+    def _leave(self) -> None:
+        sid = self.sid
+        if sid is None:
+            return
+        self.sid = None
+        limiter = self.limiter
+        running = limiter._running
+        with limiter._lock:
+            left = running.get(sid, 1) - 1
+            if left > 0:
+                running[sid] = left
+            else:
+                running.pop(sid, None)

@@ -7,8 +7,13 @@ crash, and the session keeps working afterwards.
 """
 from __future__ import annotations
 
+import dataclasses
+import pathlib
 import sqlite3
+import subprocess
+import sys
 import time
+import types
 
 import pytest
 
@@ -185,3 +190,46 @@ def test_stateless_calls_are_not_capped_by_a_shared_session_slot(service):
         cm.__enter__()
     for cm in held:
         cm.__exit__(None, None, None)
+
+
+# ---------------------------------------------------------------------------- the admission object
+def test_admit_counts_nothing_until_entered(service):
+    limiter = Limiter(MemorySessionStore(ttl=60))
+    cm = limiter.admit(call_for(service, "a"), None)
+    assert limiter.running("a") == 0
+    with cm:
+        assert limiter.running("a") == 1
+    assert limiter.running("a") == 0
+
+
+def test_a_rate_limit_refusal_gives_the_session_slot_back(service):
+    class Refusing(MemorySessionStore):
+        def take_token(self, key, per_minute):
+            return False
+    limiter = Limiter(Refusing(ttl=60))
+    config = dataclasses.replace(service.config, rate_limit=5)
+    session = Session(id="a", service="demo", protocol_version="2025-11-25")
+    call = types.SimpleNamespace(service=types.SimpleNamespace(config=config), session=session)
+    for _ in range(config.max_concurrent_calls + 2):
+        with pytest.raises(LimitExceeded) as exc:
+            with limiter.admit(call, None):
+                raise AssertionError("a refused call must not run")
+        assert "rate limit" in exc.value.message
+        assert limiter.running("a") == 0
+
+
+def test_the_limiter_lock_is_native_under_gevent_patching():
+    # The critical sections never block, so the lock is the OS thread library's even when
+    # gevent patched ``threading`` (a gevent lock costs several Python frames per use).
+    code = ("from gevent import monkey; monkey.patch_all()\n"
+            "import threading\n"
+            "from mcp_flask.limits import Limiter\n"
+            "lock = Limiter(None)._lock\n"
+            "assert 'gevent' in type(threading.Lock()).__module__\n"
+            "assert 'gevent' not in type(lock).__module__, type(lock)\n"
+            "with lock:\n"
+            "    assert not lock.acquire(blocking=False)\n"
+            "assert lock.acquire(blocking=False)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          cwd=pathlib.Path(__file__).resolve().parent.parent)
+    assert done.returncode == 0, done.stderr
