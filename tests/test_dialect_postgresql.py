@@ -530,6 +530,24 @@ def test_reset_rolls_back(dialect, conn):
     assert dialect.query(conn, "SELECT count(*) FROM tags WHERE label = %s", ("reset-me",))[1] == [(0,)]
 
 
+def test_transaction_state_checks_follow_libpq(dialect, conn):
+    # is_broken / in_transaction / transaction_status read libpq's status code directly.
+    assert (dialect.transaction_status(conn), dialect.in_transaction(conn), dialect.is_broken(conn)) == \
+        ("idle", False, False)
+    dialect.begin(conn, read_only=True)
+    assert (dialect.transaction_status(conn), dialect.in_transaction(conn), dialect.is_broken(conn)) == \
+        ("in_transaction", True, False)
+    with pytest.raises(DatabaseError):
+        dialect.execute(conn, "SELECT 1/0")
+    assert (dialect.transaction_status(conn), dialect.in_transaction(conn), dialect.is_broken(conn)) == \
+        ("in_error", True, False)
+    dialect.rollback(conn)
+    assert not dialect.in_transaction(conn)
+    conn.close()
+    assert (dialect.transaction_status(conn), dialect.in_transaction(conn), dialect.is_broken(conn)) == \
+        ("unknown", False, True)
+
+
 # ------------------------------------------------------------------ transactions
 def test_read_only_transaction_refuses_writes(dialect, conn, catalog):
     dialect.begin(conn, read_only=True)

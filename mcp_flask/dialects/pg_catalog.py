@@ -162,7 +162,7 @@ class CatalogReader:
         whatever the number of tables.  Raises ``DatabaseError`` (kind ``schema``)
         when a configured schema does not exist.
         """
-        own = conn.info.transaction_status == pgext.TRANSACTION_STATUS_IDLE
+        own = conn.get_transaction_status() == pgext.TRANSACTION_STATUS_IDLE
         if own:
             self.execute(conn, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         try:

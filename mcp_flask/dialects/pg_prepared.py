@@ -144,7 +144,7 @@ class PreparedQueries:
         if types is None:
             return super().query(conn, sql, params)
         key = (sql, types)
-        idle = conn.info.transaction_status == pgext.TRANSACTION_STATUS_IDLE
+        idle = conn.get_transaction_status() == pgext.TRANSACTION_STATUS_IDLE
         if state.stale and idle:
             self._drop_stale(conn, state)
         entry = state.names.get(key)

@@ -78,6 +78,14 @@ from .pg_types import (_bind_typed, _range_text, array_literal, literal_default,
                        parse_array)
 
 
+#: libpq transaction status codes -> the names ``transaction_status`` reports.
+_STATUS_NAMES = {pgext.TRANSACTION_STATUS_IDLE: "idle", pgext.TRANSACTION_STATUS_ACTIVE: "active",
+                 pgext.TRANSACTION_STATUS_INTRANS: "in_transaction",
+                 pgext.TRANSACTION_STATUS_INERROR: "in_error"}
+_KNOWN_STATUS = frozenset(_STATUS_NAMES)
+_IN_TRANSACTION = frozenset({pgext.TRANSACTION_STATUS_INTRANS, pgext.TRANSACTION_STATUS_INERROR})
+
+
 # --------------------------------------------------------------------- the dialect
 class PostgresDialect(PreparedQueries, CatalogReader, RoutineCalls, ErrorMapping, Dialect):
     """PostgreSQL 11+ (OUT parameters in ``CALL`` need 14+) through psycopg2.
@@ -262,17 +270,18 @@ class PostgresDialect(PreparedQueries, CatalogReader, RoutineCalls, ErrorMapping
         """``idle``, ``active``, ``in_transaction``, ``in_error`` or ``unknown`` (broken/closed)."""
         if conn.closed:
             return "unknown"
-        return {pgext.TRANSACTION_STATUS_IDLE: "idle", pgext.TRANSACTION_STATUS_ACTIVE: "active",
-                pgext.TRANSACTION_STATUS_INTRANS: "in_transaction",
-                pgext.TRANSACTION_STATUS_INERROR: "in_error"}.get(conn.info.transaction_status, "unknown")
+        return _STATUS_NAMES.get(conn.get_transaction_status(), "unknown")
 
+    # ``in_transaction`` and ``is_broken`` run on every pooled read (Database.read): they ask
+    # libpq directly (``get_transaction_status`` is one C call; ``conn.info`` builds a new
+    # object per access) and compare codes rather than names.
     def in_transaction(self, conn) -> bool:
         """True when ``conn`` is inside a transaction block (open or failed)."""
-        return self.transaction_status(conn) in ("in_transaction", "in_error")
+        return not conn.closed and conn.get_transaction_status() in _IN_TRANSACTION
 
     def is_broken(self, conn) -> bool:
         """True when ``conn`` is closed or its state is unknown: discard it, do not reuse it."""
-        return self.transaction_status(conn) == "unknown"
+        return bool(conn.closed) or conn.get_transaction_status() not in _KNOWN_STATUS
 
     def reset(self, conn) -> None:
         """Make a connection fit to go back to the pool: roll back any open transaction.
@@ -377,7 +386,7 @@ class PostgresDialect(PreparedQueries, CatalogReader, RoutineCalls, ErrorMapping
         own_tx = declared = failed = False
         try:
             cur = conn.cursor()
-            if conn.info.transaction_status == pgext.TRANSACTION_STATUS_IDLE:
+            if conn.get_transaction_status() == pgext.TRANSACTION_STATUS_IDLE:
                 cur.execute("BEGIN", ())
                 own_tx = True
             cur.execute(f"DECLARE {cursor_name} NO SCROLL CURSOR FOR {sql}", tuple(params))
@@ -414,7 +423,7 @@ class PostgresDialect(PreparedQueries, CatalogReader, RoutineCalls, ErrorMapping
         try:
             if conn.closed or cur is None:
                 return
-            status = conn.info.transaction_status
+            status = conn.get_transaction_status()
             if own_tx:
                 if status == pgext.TRANSACTION_STATUS_INTRANS and not failed:
                     cur.execute("COMMIT", ())      # also closes the cursor
