@@ -205,10 +205,11 @@ class Database:
         """
         dialect = self.dialect
         if single and dialect.autocommit_reads:
+            pool = self.pool
             for attempt in (1, 2):
-                conn = self.pool.acquire()
+                conn = pool.acquire()
                 if dialect.session_read_only(conn) is not True:
-                    self.pool.release(conn, broken=self._unfit(conn))
+                    pool.release(conn, broken=self._unfit(conn))
                     break
                 if scope is not None:
                     scope.attach(dialect, conn)
@@ -219,7 +220,7 @@ class Database:
                 except BaseException as exc:
                     gone = broken = self._is_disconnect(exc)     # else checked in finally
                     if gone:
-                        self.pool.purge_idle()
+                        pool.purge_idle()
                     if scope is not None and scope.cancelled and isinstance(exc, ToolError):
                         raise QueryCancelled() from None
                     if not (gone and attempt == 1 and isinstance(exc, ToolError)):
@@ -228,8 +229,8 @@ class Database:
                     if scope is not None:
                         scope.detach()
                     if not broken:
-                        broken = self._unfit(conn) or not self._settled(conn)
-                    self.pool.release(conn, broken=broken)
+                        broken = self._unfit_after_read(conn)
+                    pool.release(conn, broken=broken)
         try:
             with self.transaction(read_only=True, scope=scope) as conn:
                 return work(conn)
@@ -252,15 +253,30 @@ class Database:
         except Exception:  # noqa: BLE001
             return True
 
-    def _settled(self, conn) -> bool:
-        """An autocommit read left no transaction open (else roll it back; False if that fails)."""
-        in_tx = getattr(self.dialect, "in_transaction", None)
+    def _unfit_after_read(self, conn) -> bool:
+        """After an autocommit read (``autocommit_reads`` is known to be true there): True
+        when ``conn`` must not go back to the pool: closed, lost its read-only default
+        (``_unfit``), or left a transaction open that could not be rolled back (one that
+        could is rolled back here).  One frame, as it runs on every ``read`` call."""
+        dialect = self.dialect
+        is_broken = self._is_broken
+        try:
+            if is_broken is not None and is_broken(conn):
+                return True
+        except Exception:  # noqa: BLE001 - a check that fails means an unusable connection
+            return True
+        try:
+            if dialect.session_read_only(conn) is False:
+                return True
+        except Exception:  # noqa: BLE001
+            return True
+        in_tx = getattr(dialect, "in_transaction", None)
         try:
             if in_tx is not None and in_tx(conn):
-                self.dialect.rollback(conn)
-            return True
-        except Exception:  # noqa: BLE001
+                dialect.rollback(conn)
             return False
+        except Exception:  # noqa: BLE001
+            return True
 
     def _begin(self, read_only: bool, scope: CallScope | None):
         """A pooled connection with a transaction open on it.

@@ -58,25 +58,32 @@ class Pool:
         An idle connection is taken without the lock (``deque.pop`` is atomic, and
         every other taker pops too); the lock guards the slot count and the waiting.
         """
-        wait = self.timeout if timeout is None else timeout
         deadline = None
+        idle = self._idle
+        is_broken = self._is_broken
         while True:
             try:
-                conn, returned_at = self._idle.pop()
-                fresh = False
+                conn, returned_at = idle.pop()
             except IndexError:
+                wait = self.timeout if timeout is None else timeout
                 if deadline is None:
                     deadline = time.monotonic() + wait
                 conn, returned_at, fresh = self._checkout_slow(deadline, wait)
-            if fresh:
+                if fresh:
+                    try:
+                        return self._create()
+                    except BaseException:
+                        self._forget()
+                        raise
+            # The broken check inline (not ``_broken``): it runs on every checkout.
+            if is_broken is not None:
                 try:
-                    return self._create()
-                except BaseException:
-                    self._forget()
-                    raise
-            if self._is_broken is not None and self._broken(conn):
-                self._discard(conn)
-                continue
+                    broken = is_broken(conn)
+                except Exception:  # noqa: BLE001 - a check that fails means an unusable connection
+                    broken = True
+                if broken:
+                    self._discard(conn)
+                    continue
             if self._ping is None or time.monotonic() - returned_at < self.idle_check:
                 return conn
             try:
@@ -136,12 +143,6 @@ class Pool:
             self.release(conn, broken=broken)
 
     # ------------------------------------------------------------------ bookkeeping
-    def _broken(self, conn) -> bool:
-        try:
-            return bool(self._is_broken(conn))
-        except Exception:  # noqa: BLE001 - a check that fails means an unusable connection
-            return True
-
     def _forget(self) -> None:
         with self._cond:
             self._open -= 1
