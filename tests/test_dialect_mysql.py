@@ -346,6 +346,11 @@ def test_quote_doubles_backticks_and_percent_and_refuses_nul():
     assert d.quote("100%") == "`100%%`"
     with pytest.raises(InvalidArguments):
         d.quote("a\x00b")
+    # Memoized answers are the same; a refused name is refused again (never memoized).
+    assert d.quote("100%") == "`100%%`" and d.quote("a`b") == "`a``b`"
+    with pytest.raises(InvalidArguments):
+        d.quote("a\x00b")
+    assert "a\x00b" not in d._quoted
 
 
 def test_paginate_and_nulls_ordering_sql():

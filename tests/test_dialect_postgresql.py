@@ -548,6 +548,32 @@ def test_transaction_state_checks_follow_libpq(dialect, conn):
         ("unknown", False, True)
 
 
+def test_quote_is_memoized_but_refusals_and_bounds_hold(monkeypatch):
+    from mcp_flask.dialects import base
+    d = PostgresDialect(make_service("postgresql://u@h/db"))
+    for _ in range(3):                              # first call fills the memo, the others hit it
+        assert d.quote("rate%") == '"rate%%"'
+        assert d.quote('say "hi"') == '"say ""hi"""'
+        with pytest.raises(InvalidArguments):
+            d.quote("bad\x00name")
+    assert "bad\x00name" not in d._quoted
+    # A name that only differs by a NUL is refused even after its clean twin is memoized.
+    assert d.quote("twin") == '"twin"'
+    with pytest.raises(InvalidArguments):
+        d.quote("twin\x00")
+
+    class Name(str):
+        pass
+    assert d.quote(Name("sub%")) == '"sub%%"' and Name("sub%") not in d._quoted
+    monkeypatch.setattr(base, "QUOTE_MEMO", 8)
+    for i in range(50):
+        assert d.quote(f"col{i}%") == f'"col{i}%%"'
+        assert len(d._quoted) <= 8
+    assert d.quote("rate%") == '"rate%%"'          # emptied when full, re-quoted correctly
+    # The memo is per dialect: another service never sees this one's entries.
+    assert PostgresDialect(make_service("postgresql://u@h/db"))._quoted == {}
+
+
 # ------------------------------------------------------------------ transactions
 def test_read_only_transaction_refuses_writes(dialect, conn, catalog):
     dialect.begin(conn, read_only=True)

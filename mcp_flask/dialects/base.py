@@ -27,6 +27,10 @@ from typing import Any, Iterable, Sequence
 from ..errors import DatabaseError, InvalidArguments
 from ..metadata import Catalog, Column, Routine, Table
 
+#: Most identifiers one dialect keeps quoted (``Dialect.quote``); the memo is emptied when full,
+#: so names made up by callers (aliases, savepoints) can never grow it without bound.
+QUOTE_MEMO = 4096
+
 
 class Dialect:
     """Base class; one subclass per database.  One instance per configured service."""
@@ -45,10 +49,30 @@ class Dialect:
     def __init__(self, service):
         #: The ``config.ServiceConfig`` this dialect serves.
         self.service = service
+        #: name -> its quoted form, for names ``_quote`` accepted (see ``quote``).
+        self._quoted: dict[str, str] = {}
 
     # ---------------------------------------------------------------- identifiers
     def quote(self, name: str) -> str:
-        """Quote one identifier.  The only place identifiers become SQL text."""
+        """Quote one identifier.  The only place identifiers become SQL text.
+
+        Dialects implement the rule in ``_quote``; this memoizes its answers per dialect
+        (a read quotes the same few catalog names on every call).  Only accepted names are
+        remembered: a name ``_quote`` refuses (NUL) raises on every call, as it never
+        reaches the memo.  Only exact ``str`` names are memoized.
+        """
+        memo = self._quoted
+        quoted = memo.get(name) if name.__class__ is str else None
+        if quoted is None:
+            quoted = self._quote(name)
+            if name.__class__ is str:
+                if len(memo) >= QUOTE_MEMO:
+                    memo.clear()
+                memo[name] = quoted
+        return quoted
+
+    def _quote(self, name: str) -> str:
+        """The quoting rule (``quote`` memoizes it): double quotes, NUL refused."""
         if "\x00" in name:
             raise InvalidArguments("identifiers may not contain NUL characters")
         return '"' + name.replace('"', '""') + '"'

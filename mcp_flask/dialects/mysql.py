@@ -179,8 +179,9 @@ class MysqlDialect(MysqlErrors, MysqlCatalog, MysqlValues, Dialect):
         return args, display
 
     # ---------------------------------------------------------------- identifiers
-    def quote(self, name: str) -> str:
-        """`` `name` `` with embedded backticks doubled, and ``%`` doubled for pymysql's interpolation."""
+    def _quote(self, name: str) -> str:
+        """`` `name` `` with embedded backticks doubled, and ``%`` doubled for pymysql's interpolation
+        (``Dialect.quote`` memoizes this)."""
         if "\x00" in name:
             raise InvalidArguments("identifiers may not contain NUL characters")
         return "`" + name.replace("`", "``").replace("%", "%%") + "`"

@@ -127,9 +127,10 @@ class PostgresDialect(PreparedQueries, CatalogReader, RoutineCalls, ErrorMapping
         self._unpreparable: set[str] = set()
 
     # ---------------------------------------------------------------- identifiers
-    def quote(self, name: str) -> str:
-        """Double-quote ``name``; ``%`` is doubled because psycopg2 interpolates with ``%``."""
-        return super().quote(name).replace("%", "%%")
+    def _quote(self, name: str) -> str:
+        """Double-quote ``name``; ``%`` is doubled because psycopg2 interpolates with ``%``
+        (``Dialect.quote`` memoizes this)."""
+        return super()._quote(name).replace("%", "%%")
 
     def routine_sql(self, routine: Routine) -> str:
         """The quoted, schema-qualified name of a routine."""
