@@ -391,3 +391,68 @@ def test_in_lists_and_like_patterns_with_percent(served, pgdb):
         assert served.verbs()[-1] == "EXECUTE", args
     # The two LIKE filters on tags are one shape (the pattern is a bound value).
     assert len(served.prepared()) == 3
+
+
+# ---------------------------------------------------------------- the kept cursor
+def _pooled_state(served):
+    conn = served.database.pool.acquire()
+    served.database.pool.release(conn)
+    return conn, conn.mcpf_statements
+
+
+def test_the_execute_cursor_is_reused_without_leaking_an_earlier_result(served):
+    """The connection keeps the cursor of its last small EXECUTE; every call sees only its
+    own rows and columns, also after an error and after a statement without rows."""
+    db, dialect = served.database, served.database.dialect
+    few = dict(TEN_ROWS, limit=2)
+    for _ in range(3):                               # plain, then PREPARE + EXECUTE, then EXECUTE
+        assert [r["id"] for r in served.rows(few)] == [1, 2]
+    conn, state = _pooled_state(served)
+    kept = state.cursor
+    assert kept is not None and not kept.closed
+    assert [r["id"] for r in served.rows(few)] == [1, 2]
+    assert state.cursor is kept                      # the same cursor served that call
+    narrow = dict(TEN_ROWS, fields="id", filter="id > 2 and id < 5")
+    for _ in range(3):
+        assert served.rows(narrow) == [{"id": 3}, {"id": 4}]
+    assert state.cursor is kept
+    # No rows at all: nothing of the earlier result (rows, columns) shows through.
+    empty = dict(TEN_ROWS, filter="id > 5000 and id < 6000")
+    for _ in range(3):
+        assert served.rows(empty) == []
+
+    # An error closes the cursor (a fresh one serves the next call); the answer is unchanged.
+    sql = "SELECT 10 / (id - %s) AS q FROM books WHERE id = %s"
+    for _ in range(3):                               # prepared, then EXECUTEd on the kept cursor
+        assert db.read(lambda c: dialect.query(c, sql, (2, 1))) == (["q"], [(-10,)])
+    assert state.cursor is kept
+    with pytest.raises(DatabaseError):
+        db.read(lambda c: dialect.query(c, sql, (1, 1)))
+    assert state.cursor is None and kept.closed
+    assert db.read(lambda c: dialect.query(c, sql, (3, 1))) == (["q"], [(-5,)])
+    assert state.cursor is not None and state.cursor is not kept
+
+
+def test_a_large_result_closes_the_cursor_instead_of_keeping_it(served, monkeypatch):
+    monkeypatch.setattr(pg_prepared, "REUSE_CURSOR_ROWS", 3)
+    db, dialect = served.database, served.database.dialect
+    sql = "SELECT id FROM books WHERE id < %s ORDER BY id"
+    for _ in range(3):
+        assert db.read(lambda c: dialect.query(c, sql, (3,)))[1] == [(1,), (2,)]
+    conn, state = _pooled_state(served)
+    kept = state.cursor
+    assert kept is not None
+    # Four rows: more than REUSE_CURSOR_ROWS, so the cursor (holding them) is closed.
+    assert db.read(lambda c: dialect.query(c, sql, (5,)))[1] == [(1,), (2,), (3,), (4,)]
+    assert state.cursor is None and kept.closed
+    assert db.read(lambda c: dialect.query(c, sql, (2,)))[1] == [(1,)]
+    assert state.cursor is not None
+
+
+def test_closing_the_connection_drops_its_kept_cursor(served):
+    for _ in range(3):
+        served.rows(TEN_ROWS)
+    conn, state = _pooled_state(served)
+    assert state.cursor is not None
+    served.database.dialect.close(conn)
+    assert state.cursor is None and conn.closed

@@ -44,6 +44,9 @@ PREPARE_MEMORY = 1024
 #: Characters of the statement repeated as a comment after ``EXECUTE`` (pg_stat_activity
 #: keeps 1024 bytes of a query by default).
 EXECUTE_COMMENT = 1000
+#: Most rows an EXECUTE may return for its cursor to be kept for the connection's next one:
+#: a kept cursor holds its last result (libpq's copy) until then, so a large one is closed.
+REUSE_CURSOR_ROWS = 100
 
 
 # --------------------------------------------------------------------- prepared statements
@@ -57,7 +60,7 @@ class PreparingConnection(pgext.connection):
 class _Statements:
     """One connection's prepared statements: ``(sql, types) -> (name, EXECUTE text)``, LRU first."""
 
-    __slots__ = ("names", "seq", "stale")
+    __slots__ = ("names", "seq", "stale", "cursor")
 
     def __init__(self):
         self.names: OrderedDict = OrderedDict()
@@ -65,6 +68,9 @@ class _Statements:
         #: Names still prepared in the session but no longer in ``names`` (a plan that went
         #: stale inside a transaction): DEALLOCATEd when the connection is next idle.
         self.stale: list[str] = []
+        #: The (client-side) cursor of the last EXECUTE that succeeded with a small result,
+        #: kept for the connection's next EXECUTE (see ``PreparedQueries.query``), or None.
+        self.cursor = None
 
 
 #: Parameter types by Python type, as psycopg2's literal types them in plain SQL: text,
@@ -163,13 +169,27 @@ class PreparedQueries:
                 return result
         else:
             state.names.move_to_end(key)
-        cur = None
+        # psycopg2 makes a cursor at a cost of several thousand instructions (each one
+        # imports ``datetime`` for its tzinfo factory), so the connection keeps the cursor of
+        # its last small EXECUTE.  Nothing of the earlier call can show through: ``execute``
+        # replaces the result, description and row count (a failed one clears them), and
+        # the cursor is taken off the connection while in use and put back only after a
+        # complete, successful fetch.  An error or an interrupted call closes it.
+        cur = state.cursor
+        state.cursor = None
+        keep = False
         try:
-            cur = conn.cursor()
+            if cur is None or cur.closed:
+                cur = conn.cursor()
             cur.execute(entry[1], params)
-            if cur.description is None:
+            description = cur.description
+            if description is None:
+                keep = True
                 return [], []
-            return [d[0] for d in cur.description], cur.fetchall()
+            names = [d[0] for d in description]
+            rows = cur.fetchall()
+            keep = len(rows) <= REUSE_CURSOR_ROWS
+            return names, rows
         except Exception as exc:  # noqa: BLE001 - every driver error is mapped
             if not self._forget_failed(conn, state, key, entry[0], exc, idle):
                 mapped = self.map_error(exc)
@@ -181,7 +201,10 @@ class PreparedQueries:
                 raise mapped from None
         finally:
             if cur is not None:
-                cur.close()
+                if keep:
+                    state.cursor = cur
+                else:
+                    cur.close()
         # The statement's plan is gone or stale and nothing else ran in between (no
         # transaction): answer with the plain SQL; the next call prepares it afresh.
         return super().query(conn, sql, params)

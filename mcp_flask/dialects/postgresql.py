@@ -236,6 +236,14 @@ class PostgresDialect(PreparedQueries, CatalogReader, RoutineCalls, ErrorMapping
         finally:
             timer.close()
 
+    def close(self, conn) -> None:
+        """Close ``conn``; its kept cursor (``pg_prepared``) is dropped first, so the pair's
+        reference cycle does not outlive the connection until a garbage collection."""
+        state = getattr(conn, "mcpf_statements", None)
+        if state is not None:
+            state.cursor = None
+        super().close(conn)
+
     def ping(self, conn) -> None:
         """Raise ``DatabaseUnavailable``/``DatabaseError`` unless ``conn`` answers ``SELECT 1``."""
         if conn.closed:
