@@ -365,7 +365,11 @@ class Database:
         ``visible`` (a predicate on names) hides what the caller's role may not see:
         a hidden table is reported exactly like a missing one, and never suggested.
         """
-        cat = self.catalog(refresh)
+        # The cached catalog without the ``catalog()`` call while it is fresh (every tool call
+        # looks its table up here); the condition is ``catalog()``'s own.
+        cat = self._catalog
+        if cat is None or refresh or (time.monotonic() - self._catalog_at) >= self.config.schema_ttl:
+            cat = self.catalog(refresh)
         table = cat.table(name) if isinstance(name, str) else None
         if table is not None and (visible is None or visible(table.name)):
             return table

@@ -106,14 +106,11 @@ class _Admission:
                                         f"for this {'API key' if credential else 'service'}; "
                                         f"try again in a few seconds")
             except BaseException:
-                # Not admitted after all: __exit__ will not run, so give the slot back here.
-                self._leave()
+                # Not admitted after all: the ``with`` will not call __exit__, so give the slot back.
+                self.__exit__(None, None, None)
                 raise
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        self._leave()
-
-    def _leave(self) -> None:
         sid = self.sid
         if sid is None:
             return
