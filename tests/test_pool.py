@@ -320,3 +320,39 @@ def test_connection_killed_mid_transaction_is_discarded(routines_db):
             assert db.dialect.query(conn, "SELECT 2")[1] == [(2,)]
     finally:
         db.close()
+
+
+# ---------------------------------------------------------------------------- after an autocommit read
+def test_an_autocommit_read_hands_back_only_a_clean_read_only_connection(routines_db):
+    """``Database.read``'s checks after the statement (one frame: ``_unfit_after_read``): a
+    transaction left open is rolled back and the connection kept; a connection that lost its
+    read-only default, or was closed, is discarded and its slot freed."""
+    db = database(routines_db.url, pool_size=1)
+    dialect = db.dialect
+    try:
+        def leave_open(conn):
+            dialect.execute(conn, "BEGIN")
+            return dialect.query(conn, "SELECT 1")[1]
+        assert db.read(leave_open) == [(1,)]
+        with db.pool.connection() as conn:
+            assert not db._is_broken(conn)
+            if hasattr(dialect, "in_transaction"):        # PostgreSQL: rolled back
+                assert not dialect.in_transaction(conn)
+            first = conn
+        assert db.read(lambda c: dialect.query(c, "SELECT 2")[1]) == [(2,)]
+        with db.pool.connection() as conn:
+            assert conn is first                      # kept: the rollback succeeded
+
+        def close_it(conn):
+            dialect.close(conn)
+            return 3
+        assert db.read(close_it) == 3
+        assert db.pool.stats()["open"] == 0           # discarded, slot freed
+        if routines_db.kind == "postgresql":
+            def flip(conn):
+                return dialect.query(conn, "SELECT set_config('default_transaction_read_only', 'off', false)")[1]
+            assert db.read(flip) == [("off",)]
+            assert db.pool.stats()["open"] == 0       # lost its read-only default: discarded
+        assert db.read(lambda c: dialect.query(c, "SELECT 4")[1]) == [(4,)]
+    finally:
+        db.close()
