@@ -66,8 +66,9 @@ def memo_key(instance) -> bytes | None:
 class Validator:
     """One compiled schema.  ``errors(instance)`` -> None or a readable message.
 
-    Agents repeat the same arguments call after call (the same table, filter and
-    page size), so the validator remembers the canonical JSON of small instances it
+    Most schemas compile to a generated "certainly valid" check (schema_fastpath),
+    tried first.  For the rest: agents repeat the same arguments call after call (the
+    same table, filter and page size), so the validator remembers the canonical JSON of small instances it
     found valid: a repeat costs one ``orjson.dumps`` and a set lookup instead of a
     walk of the schema.  Validity depends only on the instance's JSON value, which
     the key is; only successes are remembered, every rejection is worded afresh.
@@ -90,10 +91,16 @@ class Validator:
 
     def error(self, instance) -> str | None:
         """None when valid; otherwise the most relevant error as one sentence."""
+        fast = self._fast
+        if fast is not None and fast(instance):
+            # The generated check answers a valid instance in well under a microsecond,
+            # less than computing the memo key would cost: the memo only serves schemas
+            # (or instances) the fast path cannot vouch for.
+            return None
         key = memo_key(instance) if self._memo else None
         if key is not None and key in self._valid:
             return None
-        if (self._fast is not None and self._fast(instance)) or self._v.is_valid(instance):
+        if self._v.is_valid(instance):
             if key is not None:
                 if len(self._valid) >= MEMO_SIZE:
                     self._valid.clear()     # a new working set: start again (no LRU bookkeeping)

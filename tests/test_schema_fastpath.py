@@ -119,3 +119,96 @@ def test_tool_arguments_never_accepted_when_invalid(tool, data):
     doc = data.draw(st.dictionaries(st.sampled_from(names), tool_values, max_size=5))
     if fast(doc):
         assert Draft202012Validator(schema).is_valid(doc), (tool, doc)
+
+
+# ---------------------------------------------------------------------------- the generated code
+@pytest.mark.parametrize("name,schema,fast", FAST, ids=[n for n, _, _ in FAST])
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                  HealthCheck.function_scoped_fixture])
+@given(doc=documents)
+def test_generated_check_agrees_with_jsonschema_both_ways(name, schema, fast, doc):
+    """On plain JSON values the generated function is exact: it accepts every valid document
+    (so it saves the jsonschema walk) and nothing else."""
+    assert fast(doc) == Draft202012Validator(schema).is_valid(doc), (name, doc, fast.source)
+
+
+@pytest.mark.parametrize("tool", ["get_table_data", "create_records", "update_records", "delete_records",
+                                  "get_table_fields", "get_database_resources", "get_tables"])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_tool_arguments_agree_both_ways(tool, data):
+    schema = tool_schema(tool)
+    fast = compile_accept(schema)
+    names = sorted(schema["properties"]) + ["unknown"]
+    doc = data.draw(st.dictionaries(st.sampled_from(names), tool_values, max_size=5))
+    assert fast(doc) == Draft202012Validator(schema).is_valid(doc), (tool, doc)
+
+
+def test_the_generated_source_is_inspectable():
+    schema = tool_schema("get_table_data")
+    fast = compile_accept(schema)
+    assert fast.source.startswith("def make(")
+    assert "'tableName' in v0" in fast.source and "<= 256" in fast.source
+    assert fast.constants["_k1"] == frozenset(schema["properties"])
+
+
+def test_schema_constants_are_embedded_as_literals_only():
+    """Property names, const and enum values are repr-escaped: quotes, newlines and
+    code-like text stay data."""
+    odd = "x'); import os; os.system('echo pwned') #\n\"y"
+    schema = {"type": "object", "properties": {odd: {"const": odd}, "e": {"enum": [odd, "b\\"]}},
+              "required": [odd], "additionalProperties": False}
+    fast = compile_accept(schema)
+    assert fast is not None
+    check = Draft202012Validator(schema).is_valid
+    for doc in ({odd: odd}, {odd: odd, "e": "b\\"}, {odd: odd, "e": odd}, {odd: "x"}, {"e": "b\\"},
+                {odd: odd, "other": 1}, {odd: odd, "e": "b"}):
+        assert fast(doc) == check(doc), doc
+
+
+@pytest.mark.parametrize("schema", [
+    {"type": "string", "pattern": "^a"},
+    {"type": "object", "additionalProperties": {"type": "string"}},
+    {"oneOf": [{"type": "integer"}, {"type": "number"}]},          # overlapping branches
+    {"oneOf": [{"minLength": 1}, {"type": "string"}]},             # a branch without a type
+    {"const": {"a": 1}},
+    {"enum": [[1]]},
+    {"type": "integer", "minimum": True},
+    {"type": "widget"},
+    False,
+])
+def test_unsupported_schemas_are_left_to_jsonschema(schema):
+    assert compile_accept(schema) is None
+
+
+def test_only_exact_json_classes_are_accepted():
+    """A subclass (not something JSON parsing produces) is answered False: jsonschema decides."""
+    class S(str):
+        pass
+
+    class D(dict):
+        pass
+    assert compile_accept({"type": "string"})("x")
+    assert not compile_accept({"type": "string"})(S("x"))
+    assert not compile_accept({"type": "object"})(D())
+    assert not compile_accept({"type": "integer"})(True)
+    assert compile_accept({"type": "integer"})(3.0)
+    assert not compile_accept({"type": "integer"})(3.5)
+
+
+@pytest.mark.parametrize("schema,good,bad", [
+    ({"minLength": 2}, ["ab", 5, None], ["a"]),                    # no type: skipped for non-strings
+    ({"maximum": 3}, [3, 2.5, "zzzz", True], [4, 3.5]),
+    ({"minItems": 1, "items": {"type": "integer"}}, [[1], {}, "s"], [[], [1.5]]),
+    ({"required": ["a"], "properties": {"a": {"type": "null"}}}, [{"a": None}, [], 3], [{}, {"a": 0}]),
+    ({"type": ["string", "null"], "maxLength": 1}, ["a", None], ["ab", 0]),
+    ({"enum": [1, "a", None, True]}, [1, 1.0, "a", None, True], [0, False, "b", 2]),
+    ({"const": 0}, [0, 0.0], [False, "0"]),
+])
+def test_keywords_apply_to_their_types_only(schema, good, bad):
+    fast = compile_accept(schema)
+    check = Draft202012Validator(schema).is_valid
+    for doc in good:
+        assert fast(doc) and check(doc), (schema, doc)
+    for doc in bad:
+        assert not fast(doc) and not check(doc), (schema, doc)

@@ -90,11 +90,27 @@ def test_every_method_handler_has_a_params_schema(demo_app):
 
 
 # ------------------------------------------------------------------ remembered valid instances
-def _limit_validator():
+def _limit_validator(fast: bool = False):
+    """A validator; without ``fast``, its generated check is removed, as for a schema
+    schema_fastpath does not support (the memo serves those)."""
     from mcp_flask.schemas import Validator
-    return Validator({"type": "object", "properties": {"limit": {"type": "integer", "minimum": 1},
-                                                       "x": {"type": ["string", "null"]}},
-                      "additionalProperties": False})
+    v = Validator({"type": "object", "properties": {"limit": {"type": "integer", "minimum": 1},
+                                                    "x": {"type": ["string", "null"]}},
+                   "additionalProperties": False})
+    if not fast:
+        v._fast = None
+    return v
+
+
+def test_the_generated_check_answers_valid_instances_before_the_memo():
+    v = _limit_validator(fast=True)
+    assert v._fast is not None
+    assert v.error({"limit": 5}) is None
+    assert v._valid == set()            # nothing to remember: the fast path vouched
+    v._v = None                         # and jsonschema is not consulted at all
+    assert v.error({"limit": 5}) is None
+    v = _limit_validator(fast=True)
+    assert "minimum" in v.error({"limit": 0})   # rejections are still worded by jsonschema
 
 
 def test_a_valid_instance_is_remembered_and_a_repeat_skips_the_schema_walk():
