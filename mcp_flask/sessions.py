@@ -124,20 +124,23 @@ class LocalCalls:
     """The tool calls running in this process, by (session, request id), so a
     ``notifications/cancelled`` can reach the call's scope.  Both stores use it (the
     Redis store also forwards a cancellation to the other workers).  The store sets up
-    ``self._lock`` and ``self._calls`` (a dict)."""
+    ``self._lock`` and ``self._calls`` (a dict).
+
+    Every call is tracked and untracked (twice per request), so these take no lock:
+    each is one dict operation (store, ``pop``, ``get``), which CPython performs
+    atomically (the GIL is held throughout, and gevent only switches greenlets at
+    blocking calls, never inside one).  ``calls_in_flight`` iterates over a snapshot
+    (``list(dict)`` is one atomic copy), so a concurrent track cannot break the loop."""
 
     def track_call(self, session_id: str, request_id, scope) -> None:
-        with self._lock:
-            self._calls[(session_id, _key(request_id))] = scope
+        self._calls[(session_id, _key(request_id))] = scope
 
     def untrack_call(self, session_id: str, request_id) -> None:
-        with self._lock:
-            self._calls.pop((session_id, _key(request_id)), None)
+        self._calls.pop((session_id, _key(request_id)), None)
 
     def cancel_local(self, session_id: str, request_id) -> bool:
         """Cancel the call if it runs in this process; False when it does not."""
-        with self._lock:
-            scope = self._calls.get((session_id, _key(request_id)))
+        scope = self._calls.get((session_id, _key(request_id)))
         if scope is None:
             return False
         scope.cancel()
@@ -145,8 +148,7 @@ class LocalCalls:
 
     def calls_in_flight(self, session_id: str) -> int:
         """Calls of the session running in this process."""
-        with self._lock:
-            return sum(1 for (sid, _) in self._calls if sid == session_id)
+        return sum(1 for (sid, _) in list(self._calls) if sid == session_id)
 
 
 class MemorySessionStore(LocalCalls):
@@ -184,17 +186,27 @@ class MemorySessionStore(LocalCalls):
         return session
 
     def get(self, session_id: str) -> Session | None:
-        """The live session (its idle clock restarted), or None if unknown or expired."""
-        with self._lock:
-            s = self._sessions.get(session_id)
-            if s is None:
-                return None
-            now = time.time()
-            if now - s.last_seen > self.ttl:
-                self._drop(session_id)
-                return None
-            s.last_seen = now
-            return s
+        """The live session (its idle clock restarted), or None if unknown or expired.
+
+        Lock-free on the hit path (every request asks): ``dict.get`` and the attribute
+        store are each atomic in CPython, and gevent never switches greenlets inside
+        this method (nothing here blocks), so a concurrent ``delete`` lands either
+        before the lookup (None) or after it, exactly as if it had waited for the lock
+        and run after this returned.  Only the expiry, which mutates several dicts,
+        takes the lock, and re-checks under it that the record was not renewed or
+        replaced meanwhile."""
+        s = self._sessions.get(session_id)
+        if s is None:
+            return None
+        now = time.time()
+        if now - s.last_seen > self.ttl:
+            with self._lock:
+                if self._sessions.get(session_id) is s and now - s.last_seen > self.ttl:
+                    self._drop(session_id)
+                    return None
+            return self.get(session_id)     # renewed or replaced meanwhile: ask again
+        s.last_seen = now
+        return s
 
     def save(self, session: Session) -> None:
         """Persist changes made to a record (a no-op in memory: the object is shared)."""

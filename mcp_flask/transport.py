@@ -40,6 +40,7 @@ import logging
 import queue
 import secrets
 import threading
+from functools import lru_cache
 from urllib.parse import urlsplit
 
 from . import encoding, jsonrpc, liveness, sse
@@ -107,13 +108,31 @@ def confirmer(request):
     return confirm
 
 
+#: Distinct header values remembered by the per-request parsing helpers below.  Clients
+#: send the same few Host and Accept values over and over; a client sending a new one
+#: each time only evicts (the answers never depend on anything but the text).
+PARSE_CACHE_SIZE = 256
+
+
+@lru_cache(maxsize=PARSE_CACHE_SIZE)
 def host_of(value: str) -> str:
-    """The host part of a Host header or URL netloc, lower-cased, IPv6 kept in brackets."""
+    """The host part of a Host header or URL netloc, lower-cased, IPv6 kept in brackets.
+
+    Memoised (a pure function of the text, asked on every request)."""
     value = value.strip().lower()
     if value.startswith("["):
         end = value.find("]")
         return value[:end + 1] if end > 0 else value
     return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
+
+
+@lru_cache(maxsize=PARSE_CACHE_SIZE)
+def _accepts(accept: str, mime: str) -> bool:
+    """Does the (non-empty) Accept header ``accept`` admit ``mime``?  Memoised: a pure
+    function of the two texts, asked once or twice per request."""
+    accept = accept.lower()
+    major = mime.split("/", 1)[0]
+    return mime in accept or "*/*" in accept or f"{major}/*" in accept
 
 
 class Transport:
@@ -189,9 +208,7 @@ class Transport:
         accept = environ.get("HTTP_ACCEPT")
         if not accept:
             return mime == "application/json"
-        accept = accept.lower()
-        major = mime.split("/", 1)[0]
-        return mime in accept or "*/*" in accept or f"{major}/*" in accept
+        return _accepts(accept, mime)
 
     def read_body(self, environ) -> bytes:
         limit = self.server.max_body_bytes
@@ -247,19 +264,20 @@ class Transport:
     def respond(self, environ, start_response, status: int, body: bytes = b"", headers=None):
         """Start the response; its body iterable.  ``body`` is bytes or an ``encoding.Lazy``
         document, written in pieces with its exact Content-Length known up front."""
-        hdrs = list(headers or [])
+        hdrs = list(headers) if headers else []
         # Always a length, 0 included: without one gunicorn frames an empty 202 as a
         # chunked body (an extra write for its terminator).
         hdrs.append(("Content-Length", str(encoding.size_of(body))))
-        hdrs += self.cors_headers(environ)
-        start_response(_STATUS.get(status, f"{status} Error"), hdrs)
+        if "HTTP_ORIGIN" in environ:
+            hdrs += self.cors_headers(environ)
+        start_response(_STATUS.get(status) or f"{status} Error", hdrs)
         if isinstance(body, encoding.Lazy):
             return encoding.write_pieces(body)
         return [body] if body else []
 
     def json(self, environ, start_response, payload, status: int = 200, extra=None):
         return self.respond(environ, start_response, status, encoding.encode_lazy(payload),
-                            JSON_HEADERS + list(extra or []))
+                            JSON_HEADERS + list(extra) if extra else JSON_HEADERS)
 
     def http_error(self, environ, start_response, exc: HttpError):
         headers = JSON_HEADERS + list(exc.headers.items())
@@ -276,8 +294,9 @@ class Transport:
 
     # ------------------------------------------------------------------ POST
     def post(self, environ, start_response, service):
-        ctype = (environ.get("CONTENT_TYPE") or "").split(";", 1)[0].strip().lower()
-        if ctype != "application/json":
+        ctype = environ.get("CONTENT_TYPE")
+        if ctype != "application/json" and \
+                (ctype or "").split(";", 1)[0].strip().lower() != "application/json":
             raise HttpError(415, "Unsupported Media Type: Content-Type must be application/json")
         if not (self.accepts(environ, "application/json") or self.accepts(environ, sse.CONTENT_TYPE)):
             raise HttpError(406, "Not Acceptable: Accept must include application/json or text/event-stream")
@@ -290,11 +309,15 @@ class Transport:
         if not is_batch and self.modern.wants(environ, first):
             # Stateless calls are answered inline (or over a stream whose closing cancels
             # them): a client that leaves ends the call's reads either way.
-            with liveness.watching(client_socket(environ)):
+            watched = liveness.watch(client_socket(environ))
+            try:
                 return self.modern.post(environ, start_response, service, first)
+            finally:
+                liveness.unwatch(watched)
         if not is_batch and first.kind == jsonrpc.REQUEST and first.method == "initialize":
             return self.initialize(environ, start_response, service, first)
-        if any(m.method == "initialize" for m in messages):
+        if (first.method == "initialize" if not is_batch
+                else any(m.method == "initialize" for m in messages)):
             raise HttpError(400, "Invalid Request: initialize must not be part of a batch")
         session = self.session_for(environ, service)
         version = self.check_version_header(environ, session)
@@ -302,17 +325,23 @@ class Transport:
         if is_batch and session.protocol_version != "2025-03-26":
             raise HttpError(400, f"Invalid Request: JSON-RPC batches are not supported in protocol "
                                  f"version {session.protocol_version}")
-        requests = [m for m in messages if m.kind == jsonrpc.REQUEST]
-        for m in messages:
-            if m.kind == jsonrpc.NOTIFICATION:
-                self.protocol.notify(m.method, m.params, self.call(service, session, version, None))
-            elif m.kind == jsonrpc.RESPONSE:
-                self.on_client_response(session, m)
+        if not is_batch and first.kind == jsonrpc.REQUEST:
+            requests = messages         # the common case: one request, nothing else to route
+        else:
+            requests = [m for m in messages if m.kind == jsonrpc.REQUEST]
+            for m in messages:
+                if m.kind == jsonrpc.NOTIFICATION:
+                    self.protocol.notify(m.method, m.params, self.call(service, session, version, None))
+                elif m.kind == jsonrpc.RESPONSE:
+                    self.on_client_response(session, m)
         if not requests:
             return self.respond(environ, start_response, 202)
         if is_batch:
-            with liveness.watching(client_socket(environ)):
+            watched = liveness.watch(client_socket(environ))
+            try:
                 out = [r for r in (self.serve(service, session, version, m) for m in requests) if r is not None]
+            finally:
+                liveness.unwatch(watched)
             if not out:
                 return self.respond(environ, start_response, 202)
             return self.json(environ, start_response, out)
@@ -321,8 +350,13 @@ class Transport:
             return self.stream(environ, start_response, service, session, version, msg)
         # Answered inline: a long read stops if the client leaves (not so for SSE streams
         # above, which are resumable: there a disconnect is not a cancellation).
-        with liveness.watching(client_socket(environ)):
+        # Plain watch/unwatch rather than ``liveness.watching``: a @contextmanager costs a
+        # generator and four calls per request.
+        watched = liveness.watch(client_socket(environ))
+        try:
             response = self.serve(service, session, version, msg)
+        finally:
+            liveness.unwatch(watched)
         if response is None:
             # Cancelled by the client: no response is sent for it (cancellation spec).
             return self.respond(environ, start_response, 202)

@@ -623,3 +623,88 @@ def test_tools_call_result_shape(client):
     assert result["isError"] is False
     assert result["content"][0]["type"] == "text"
     assert json.loads(result["content"][0]["text"]) == result["structuredContent"]
+
+
+# ---------------------------------------------------------------------------- hot-path helpers
+def test_header_parsing_helpers_are_memoised_with_a_bound_and_answer_as_before():
+    from mcp_flask import transport
+    assert transport.host_of.cache_info().maxsize == transport.PARSE_CACHE_SIZE
+    assert transport._accepts.cache_info().maxsize == transport.PARSE_CACHE_SIZE
+    for _ in range(2):          # the second round is answered from the caches
+        assert transport.host_of(" LocalHost:8080 ") == "localhost"
+        assert transport.host_of("[::1]:80") == "[::1]"
+        assert transport.host_of("::1") == "::1"
+        assert transport.Transport.accepts({"HTTP_ACCEPT": "Application/JSON"}, "application/json")
+        assert transport.Transport.accepts({"HTTP_ACCEPT": "text/*"}, "text/event-stream")
+        assert not transport.Transport.accepts({"HTTP_ACCEPT": "text/html"}, "application/json")
+        assert transport.Transport.accepts({}, "application/json")
+        assert not transport.Transport.accepts({"HTTP_ACCEPT": ""}, "text/event-stream")
+    for i in range(transport.PARSE_CACHE_SIZE * 2):
+        transport.host_of(f"h{i}.example")
+    assert transport.host_of.cache_info().currsize <= transport.PARSE_CACHE_SIZE
+
+
+def test_content_type_with_parameters_or_case_is_still_accepted(demo_app):
+    c = McpTestClient(demo_app)
+    c.initialize()
+    for ctype in ("application/json; charset=utf-8", "Application/JSON", " application/json "):
+        r = c.http.post(c.path, data=json.dumps({"jsonrpc": "2.0", "id": 5, "method": "ping"}),
+                          headers=dict(c.headers(), **{"Content-Type": ctype}))
+        assert r.status_code == 200, (ctype, r.data)
+    r = c.http.post(c.path, data="{}", headers=dict(c.headers(), **{"Content-Type": "text/json"}))
+    assert r.status_code == 415
+
+
+def test_the_client_is_watched_only_while_its_request_runs(demo_app, monkeypatch):
+    """liveness sees the request's socket during the call and nothing after it, even
+    when the call raises."""
+    from mcp_flask import liveness, transport
+    seen = []
+    protocol = demo_app.extensions["mcp_flask"]["protocol"]
+    real = protocol.handle
+
+    def handle(method, params, call):
+        seen.append(liveness._CLIENT.get())
+        if method == "tools/list":
+            raise RuntimeError("boom")
+        return real(method, params, call)
+    monkeypatch.setattr(protocol, "handle", handle)
+    monkeypatch.setattr(transport, "client_socket", lambda environ: "probe")
+    c = McpTestClient(demo_app)
+    c.initialize()
+    assert_serving(c)
+    assert seen[-1] == "probe" and liveness._CLIENT.get() is None
+    with pytest.raises(RuntimeError):
+        c.rpc("tools/list")
+    assert seen[-1] == "probe" and liveness._CLIENT.get() is None
+
+
+def test_memory_sessions_expire_are_deleted_and_track_calls_without_the_lock(monkeypatch):
+    from mcp_flask import sessions
+    store = sessions.MemorySessionStore(ttl=10)
+    s = store.create(sessions.Session(id="a", service="svc", protocol_version="2025-11-25"))
+    clock = [s.last_seen]
+    monkeypatch.setattr(sessions.time, "time", lambda: clock[0])
+    clock[0] += 9
+    assert store.get("a") is s                  # restarts the idle clock
+    clock[0] += 9
+    assert store.get("a") is s
+    clock[0] += 11
+    assert store.get("a") is None and store.count() == 0
+    store.create(sessions.Session(id="b", service="svc", protocol_version="2025-11-25"))
+    assert store.get("b") is not None
+    assert store.delete("b") and store.get("b") is None
+
+    class Scope:
+        cancelled = False
+
+        def cancel(self):
+            self.cancelled = True
+    scope = Scope()
+    store.track_call("c", 1, scope)
+    store.track_call("c", "1", Scope())
+    assert store.calls_in_flight("c") == 2
+    assert store.cancel_call("c", 1) and scope.cancelled
+    store.untrack_call("c", 1)
+    store.untrack_call("c", "1")
+    assert store.calls_in_flight("c") == 0 and not store.cancel_call("c", 1)
