@@ -35,7 +35,11 @@ object) keeps the records it read for ``touch_interval`` seconds (default
 
 * ``save`` and ``delete`` publish the session id on ``inv``.  Every store subscribes on a
   connection of its own and, before serving a cached record, reads whatever that socket
-  already holds without blocking (``can_read(0)``, about 4 µs).  Redis queues a PUBLISH
+  already holds without blocking.  The usual answer, "nothing", comes from one
+  zero-timeout ``poll`` of the socket (the original, not gevent's: it never blocks, and
+  gevent's would switch to the hub): a drain always reads until redis-py's buffer is
+  empty, so an idle socket means nothing is pending.  Only when bytes are there does
+  redis-py read them (``can_read(0)`` and ``read_response``, a few µs each).  Redis queues a PUBLISH
   for its subscribers and the reply for the publisher in the same event-loop turn and
   writes both before it polls again, microseconds apart; a client that got worker A's
   DELETE answer and then asks worker B is several network hops later, so B finds the
@@ -71,6 +75,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import select
 import threading
 import time
 from contextlib import contextmanager
@@ -103,6 +108,20 @@ TOUCH_MAX_S = 2.0
 INV_POLL_S = 0.5
 #: Most records cached per worker (beyond it, records are served from Redis uncached).
 MAX_CACHED = 100_000
+
+
+def _original_poll():
+    """``select.poll`` as the standard library has it (gevent's monkey patching removes it;
+    a zero-timeout poll never blocks, so the original is safe in a greenlet); None where
+    the platform has no poll (then every drain asks redis-py)."""
+    try:
+        from gevent import monkey
+        return monkey.get_original("select", "poll")
+    except Exception:  # noqa: BLE001 - no gevent: the standard library's
+        return getattr(select, "poll", None)
+
+
+_POLL = _original_poll()
 
 # Token bucket: KEYS[1] = bucket hash; ARGV = capacity, refill per second.
 # Time comes from the Redis server (one clock for every worker and host).
@@ -228,6 +247,7 @@ class RedisSessionStore(LocalCalls):
         self._inv_pool.connection_kwargs["protocol"] = 2      # even if the URL asks for RESP3
         self._inv_lock = threading.Lock()
         self._inv_conn = None           # the subscribed connection, None while not subscribed
+        self._inv_poller = None         # (connection, poll object watching its socket)
         self._inv_client_id = None      # its CLIENT ID (diagnostics, tests)
         self._inv_pid = None            # the process the subscription belongs to
         self._inv_gen = 0               # +1 on every (re)subscription and loss
@@ -406,24 +426,39 @@ class RedisSessionStore(LocalCalls):
                 return
             self._inv_lock = threading.Lock()       # never one a parent thread held at fork
             self._inv_conn = None                   # the parent's socket: not ours to read
+            self._inv_poller = None
             self._cache = {}
             self._inv_gen += 1
             self._inv_pid = pid
             threading.Thread(target=self._invalidation_loop, args=(pid,),
                              name="mcp-flask-session-cache", daemon=True).start()
 
-    def _drain(self) -> bool:
+    def _drain(self, full: bool = False) -> bool:
         """Apply every invalidation already received, without waiting; True while subscribed.
 
-        Caller holds ``_inv_lock``."""
+        Unless ``full``, an idle socket is taken to mean nothing is pending: every drain
+        reads until redis-py's buffer is empty (``can_read(0)`` is False only then), so
+        bytes not yet applied can only be in the socket.  The subscriber thread's periodic
+        drain is ``full`` anyway.  Caller holds ``_inv_lock``."""
         conn = self._inv_conn
         if conn is None:
             return False
         try:
             # redis-py reconnects a closed connection on use: never let it do so here,
             # a fresh connection would not be subscribed.
-            if getattr(conn, "_sock", True) is None:
+            sock = getattr(conn, "_sock", True)
+            if sock is None:
                 raise redis.ConnectionError("subscriber connection closed")
+            if not full and _POLL is not None and sock is not True:
+                poller = self._inv_poller
+                if poller is None or poller[0] is not conn:
+                    poller = (conn, _POLL())
+                    # Readable data, a hang-up or an error all show as an event: each
+                    # sends the drain to redis-py (which raises for the last two).
+                    poller[1].register(sock.fileno(), select.POLLIN)
+                    self._inv_poller = poller
+                if not poller[1].poll(0):
+                    return True
             while conn.can_read(0):
                 msg = conn.read_response()
                 if isinstance(msg, list) and len(msg) == 3 and msg[0] == b"message":
@@ -440,6 +475,7 @@ class RedisSessionStore(LocalCalls):
         Caller holds ``_inv_lock``."""
         conn = self._inv_conn
         self._inv_conn = None
+        self._inv_poller = None
         self._inv_gen += 1
         self._cache.clear()
         if conn is None:
@@ -498,9 +534,12 @@ class RedisSessionStore(LocalCalls):
                         self._inv_gen += 1
                         self._inv_conn, self._inv_client_id = conn, client_id
                         self._stats["subscriptions"] += 1
+                        # Whatever arrived with the SUBSCRIBE reply is in redis-py's
+                        # buffer, not the socket: apply it now (see ``_drain``).
+                        self._drain(full=True)
                 else:
                     with self._inv_lock:
-                        self._drain()
+                        self._drain(full=True)
                     self._prune()
             except Exception:  # noqa: BLE001 - never let the thread die
                 log.debug("session cache maintenance failed", exc_info=True)

@@ -348,6 +348,42 @@ def test_delete_on_one_worker_is_seen_by_the_other_at_once(stores):
     assert b.cache_stats()["subscribed"] and b.cache_stats()["losses"] == 0
 
 
+def test_a_burst_of_deletes_elsewhere_is_seen_for_every_cached_session(stores):
+    """Many invalidations arriving together (one read may buffer several): every cached
+    record they name is gone on the other worker at once, none is served stale."""
+    a, b = subscribed(*stores)
+    sessions = [new_session(a) for _ in range(50)]
+    for s in sessions:
+        assert b.get(s.id) is not None and b.get(s.id) is not None     # cached on b
+    p = a.r.pipeline(transaction=False)
+    for s in sessions:
+        p.delete(a._k("s", s.id))
+        p.publish(a._inv_channel, s.id)
+    p.execute()
+    assert [b.get(s.id) for s in sessions] == [None] * len(sessions)
+    assert b.cache_stats()["subscribed"] and b.cache_stats()["losses"] == 0
+
+
+def test_a_cached_hit_with_nothing_pending_does_not_ask_redis_py(stores, monkeypatch):
+    """The hit path polls the subscriber socket itself; redis-py reads only when bytes are
+    there (and then every message is applied)."""
+    a, b = subscribed(*stores)
+    s = new_session(a)
+    assert b.get(s.id) is not None
+    conn = b._inv_conn
+    reads = []
+    real = conn.can_read
+    monkeypatch.setattr(conn, "can_read", lambda timeout=0: reads.append(1) or real(timeout))
+    hits = b.cache_stats()["hits"]
+    for _ in range(20):
+        assert b.get(s.id) is not None
+    assert b.cache_stats()["hits"] == hits + 20
+    assert reads == []
+    assert a.delete(s.id) is True
+    assert b.get(s.id) is None
+    assert reads
+
+
 def test_save_on_one_worker_is_seen_by_the_other_at_once(stores):
     a, b = subscribed(*stores)
     s = new_session(a)
