@@ -123,6 +123,19 @@ def _original_poll():
 
 _POLL = _original_poll()
 
+#: +1 in every child process after a fork: stores compare it with the value they started
+#: their subscriber under, which is cheaper per request than asking ``os.getpid()``.
+_fork_epoch = 0
+
+
+def _forked() -> None:
+    global _fork_epoch
+    _fork_epoch += 1
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forked)
+
 # Token bucket: KEYS[1] = bucket hash; ARGV = capacity, refill per second.
 # Time comes from the Redis server (one clock for every worker and host).
 _TAKE_TOKEN = """
@@ -250,6 +263,8 @@ class RedisSessionStore(LocalCalls):
         self._inv_poller = None         # (connection, poll object watching its socket)
         self._inv_client_id = None      # its CLIENT ID (diagnostics, tests)
         self._inv_pid = None            # the process the subscription belongs to
+        self._inv_epoch = -1            # the _fork_epoch it was started under
+        self._inv_drains = 0            # +1 as a drain starts and as it ends (odd: under way)
         self._inv_gen = 0               # +1 on every (re)subscription and loss
         self._inv_seq = 0               # +1 on every invalidation received
         self._stats = {"hits": 0, "misses": 0, "subscriptions": 0, "losses": 0}
@@ -314,14 +329,18 @@ class RedisSessionStore(LocalCalls):
         Served from this worker's cache while the record is younger than
         ``touch_interval`` and no invalidation for it is pending; otherwise read from
         Redis with GETEX, which restarts its TTL.  Always a private copy."""
-        self._check_process()
+        if self._inv_epoch != _fork_epoch:
+            self._check_process()
         now = time.time()
         entry = self._cache.get(session_id)
         if entry is not None and time.monotonic() - entry[1] < self.touch_interval:
             # Read invalidations already in the socket first: a save or delete another
             # worker answered before this request was sent is there by now.
-            with self._inv_lock:
-                live = self._drain()
+            if self._nothing_pending():
+                live = True
+            else:
+                with self._inv_lock:
+                    live = self._drain()
             if live:
                 entry = self._cache.get(session_id)
                 if entry is not None:
@@ -418,6 +437,8 @@ class RedisSessionStore(LocalCalls):
         socket and cache: neither may be used by the child)."""
         if self._inv_pid != os.getpid():
             self._start_invalidations()
+        else:
+            self._inv_epoch = _fork_epoch           # this process's: get skips the check
 
     def _start_invalidations(self) -> None:
         with self._lock:
@@ -427,13 +448,42 @@ class RedisSessionStore(LocalCalls):
             self._inv_lock = threading.Lock()       # never one a parent thread held at fork
             self._inv_conn = None                   # the parent's socket: not ours to read
             self._inv_poller = None
+            self._inv_drains = 0                    # even if a parent thread was draining
             self._cache = {}
             self._inv_gen += 1
             self._inv_pid = pid
+            self._inv_epoch = _fork_epoch
             threading.Thread(target=self._invalidation_loop, args=(pid,),
                              name="mcp-flask-session-cache", daemon=True).start()
 
+    def _nothing_pending(self) -> bool:
+        """True when no invalidation can be waiting, known without taking ``_inv_lock``.
+
+        The lock (gevent's, a Python-level object) costs more than the rest of a cached
+        hit.  Without it: no drain was under way when we looked (``_inv_drains`` even),
+        the subscriber socket holds nothing (one zero-timeout poll), and no drain started
+        or ended meanwhile (``_inv_drains`` unchanged).  Between drains redis-py's buffer
+        is empty (see ``_drain``), so then nothing has arrived.  Any doubt (a drain under
+        way, bytes in the socket, no poller yet) answers False: the caller drains under
+        the lock, as before."""
+        drains = self._inv_drains
+        if drains & 1:
+            return False
+        poller = self._inv_poller
+        if poller is None or poller[0] is not self._inv_conn or poller[1].poll(0):
+            return False
+        return self._inv_drains == drains
+
     def _drain(self, full: bool = False) -> bool:
+        """Apply every invalidation already received (the count ``_inv_drains`` is odd
+        meanwhile); see ``_drain_now``."""
+        self._inv_drains += 1
+        try:
+            return self._drain_now(full)
+        finally:
+            self._inv_drains += 1
+
+    def _drain_now(self, full: bool) -> bool:
         """Apply every invalidation already received, without waiting; True while subscribed.
 
         Unless ``full``, an idle socket is taken to mean nothing is pending: every drain
@@ -478,6 +528,7 @@ class RedisSessionStore(LocalCalls):
         self._inv_poller = None
         self._inv_gen += 1
         self._cache.clear()
+        self._inv_drains += 2       # a lock-free check that began before this fails
         if conn is None:
             return
         self._stats["losses"] += 1

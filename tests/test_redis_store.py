@@ -384,6 +384,56 @@ def test_a_cached_hit_with_nothing_pending_does_not_ask_redis_py(stores, monkeyp
     assert reads
 
 
+def test_a_hit_during_a_drain_waits_for_it(stores):
+    """While another thread drains (it may hold messages read but not yet applied), a
+    cached hit does not trust the idle socket: it waits for the lock."""
+    a, b = subscribed(*stores)
+    s = new_session(a)
+    assert b.get(s.id) is not None
+    assert b._nothing_pending()
+    b._inv_drains += 1                      # as _drain does on entry
+    try:
+        assert not b._nothing_pending()
+        held = threading.Event()
+
+        def hold():
+            with b._inv_lock:
+                held.set()
+                time.sleep(0.3)
+        t = threading.Thread(target=hold)
+        t.start()
+        held.wait()
+        started = time.monotonic()
+        assert b.get(s.id) is not None
+        assert time.monotonic() - started >= 0.25
+        t.join()
+    finally:
+        b._inv_drains += 1
+
+
+def test_a_forked_store_subscribes_afresh_and_still_sees_deletes(stores, monkeypatch):
+    """After a fork (simulated: a new fork epoch and another pid) the child never uses the
+    parent's cache or socket: it starts its own subscriber, then caches and invalidates."""
+    from mcp_flask import redis_store
+    a, b = subscribed(*stores)
+    s = new_session(a)
+    assert b.get(s.id) is not None and b.get(s.id) is not None
+    subscriptions = b.cache_stats()["subscriptions"]
+    monkeypatch.setattr(redis_store, "_fork_epoch", redis_store._fork_epoch + 1)
+    b._inv_pid = -1                         # "the parent's"
+    assert b.get(s.id) is not None          # read from Redis: the cache was dropped
+    assert b.cache_stats()["entries"] <= 1
+    poll(lambda: b.cache_stats()["subscriptions"] > subscriptions and b.cache_stats()["subscribed"])
+    # The "parent's" thread (still alive here, unlike after a real fork) wakes once more
+    # and finds the new subscription: let it settle before counting hits.
+    time.sleep(redis_store.INV_POLL_S + 0.2)
+    assert b.get(s.id) is not None and b.get(s.id) is not None
+    hits = b.cache_stats()["hits"]
+    assert b.get(s.id) is not None and b.cache_stats()["hits"] == hits + 1
+    assert a.delete(s.id) is True
+    assert b.get(s.id) is None
+
+
 def test_save_on_one_worker_is_seen_by_the_other_at_once(stores):
     a, b = subscribed(*stores)
     s = new_session(a)
