@@ -65,8 +65,8 @@ def classify(obj, schemas) -> Message:
         exc.request_id = obj.get("id", _NO_ID) if _valid_id(obj.get("id", _NO_ID)) else _NO_ID
         raise exc
     params = obj.get("params")
-    return Message(kind=kind, raw=obj, id=obj.get("id"), method=obj.get("method"),
-                   params=params if params is not None else {})
+    # Positional: the order of Message's fields (kind, raw, id, method, params).
+    return Message(kind, obj, obj.get("id"), obj.get("method"), params if params is not None else {})
 
 
 def _valid_id(value) -> bool:

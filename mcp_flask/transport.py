@@ -298,7 +298,9 @@ class Transport:
         if ctype != "application/json" and \
                 (ctype or "").split(";", 1)[0].strip().lower() != "application/json":
             raise HttpError(415, "Unsupported Media Type: Content-Type must be application/json")
-        if not (self.accepts(environ, "application/json") or self.accepts(environ, sse.CONTENT_TYPE)):
+        # ``accepts`` inlined: no header (or an empty one) admits JSON.
+        accept = environ.get("HTTP_ACCEPT")
+        if accept and not (_accepts(accept, "application/json") or _accepts(accept, sse.CONTENT_TYPE)):
             raise HttpError(406, "Not Acceptable: Accept must include application/json or text/event-stream")
         body = self.read_body(environ)
         try:
@@ -374,7 +376,8 @@ class Transport:
 
     def serve(self, service, session, version, msg, emit=None, request=None) -> dict | None:
         """Run one request; its JSON-RPC response dict, or None when the client cancelled it."""
-        call = self.call(service, session, version, msg.id, emit)
+        call = Call(service=service, session=session, protocol_version=version, request_id=msg.id,
+                    emit=emit, publish=lambda m: self.store.publish(session.id, m))     # ``call``, inlined
         if request is not None:
             call.request = request
             if service.config.confirm_destructive and "elicitation" in (session.client_capabilities or {}):
