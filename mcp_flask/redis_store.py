@@ -247,6 +247,7 @@ class RedisSessionStore(LocalCalls):
         self._calls: dict[tuple, object] = {}
         self._lock = threading.Lock()
         self._subscriber = None
+        self._subscriber_epoch = -1     # the _fork_epoch the cancellation subscriber runs under
         self._closing = False
         # The local record cache: sid -> (Session, monotonic time of the GETEX it came from).
         self._cache: dict[str, tuple[Session, float]] = {}
@@ -737,8 +738,11 @@ class RedisSessionStore(LocalCalls):
     # channel every worker subscribes to; the worker running the call stops it.
 
     def _ensure_subscriber(self) -> None:
+        if self._subscriber_epoch == _fork_epoch:
+            return                  # started in this process (asked on every call: no getpid)
         pid = os.getpid()
         if self._subscriber is not None and self._subscriber[1] == pid:
+            self._subscriber_epoch = _fork_epoch
             return
         with self._lock:
             if self._subscriber is not None and self._subscriber[1] == pid:
@@ -747,6 +751,7 @@ class RedisSessionStore(LocalCalls):
             t = threading.Thread(target=self._cancel_loop, args=(self.prefix + "cancel", ready),
                                  name="mcp-flask-cancel", daemon=True)
             self._subscriber = (t, pid)
+            self._subscriber_epoch = _fork_epoch
             t.start()
         # Once per worker: wait (briefly) until subscribed, so a cancellation published
         # right after this call starts is not missed.
