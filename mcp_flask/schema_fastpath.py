@@ -267,7 +267,7 @@ def compile_accept(schema) -> Callable | None:
     gen = _Gen()
     try:
         gen.schema(schema, "v0", 1)
-    except _Unsupported:
+    except (_Unsupported, RecursionError):
         return None
     consts = sorted(gen.consts)
     # A factory taking the key sets, so the function reads them as closure cells (fast),
@@ -277,7 +277,12 @@ def compile_accept(schema) -> Callable | None:
               "      return True\n"
               "  return accept\n")
     namespace = dict(_NAMESPACE)
-    exec(compile(source, "<schema_fastpath>", "exec"), namespace)   # noqa: S102 - schema constants only
+    try:
+        code = compile(source, "<schema_fastpath>", "exec")
+    except (SyntaxError, RecursionError, MemoryError):
+        # e.g. CPython's limit of 20 nested blocks, reached by a deeply nested schema
+        return None
+    exec(code, namespace)   # noqa: S102 - schema constants only (see the module docstring)
     fn = namespace["make"](*(gen.consts[c] for c in consts))
     fn.source = source
     fn.constants = {c: gen.consts[c] for c in consts}

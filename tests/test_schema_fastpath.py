@@ -212,3 +212,27 @@ def test_keywords_apply_to_their_types_only(schema, good, bad):
         assert fast(doc) and check(doc), (schema, doc)
     for doc in bad:
         assert not fast(doc) and not check(doc), (schema, doc)
+
+
+def test_a_schema_nested_beyond_what_python_compiles_is_left_to_jsonschema():
+    """CPython refuses more than 20 nested blocks: such a schema gets no fast path (and
+    does not stop the server)."""
+    schema = {"type": "string"}
+    for _ in range(30):
+        schema = {"type": "array", "items": schema}     # one nested loop per level
+    assert compile_accept(schema) is None
+    deep = {"type": "string"}
+    for _ in range(40):
+        deep = {"type": "object", "properties": {"a": deep}}    # nested ifs: no such limit
+    doc = "x"
+    for _ in range(40):
+        doc = {"a": doc}
+    assert compile_accept(deep)(doc) and Draft202012Validator(deep).is_valid(doc)
+    shallow = {"type": "string"}
+    for _ in range(5):
+        shallow = {"type": "object", "properties": {"a": shallow}}
+    fast = compile_accept(shallow)
+    doc = "x"
+    for _ in range(5):
+        doc = {"a": doc}
+    assert fast(doc) and not fast({"a": {"a": {"a": {"a": {"a": 1}}}}})
