@@ -261,7 +261,7 @@ class RedisSessionStore(LocalCalls):
         self._inv_pool.connection_kwargs["protocol"] = 2      # even if the URL asks for RESP3
         self._inv_lock = threading.Lock()
         self._inv_conn = None           # the subscribed connection, None while not subscribed
-        self._inv_poller = None         # (connection, poll object watching its socket)
+        self._inv_poller = None         # (connection, poll object watching its socket, the socket)
         self._inv_client_id = None      # its CLIENT ID (diagnostics, tests)
         self._inv_pid = None            # the process the subscription belongs to
         self._inv_epoch = -1            # the _fork_epoch it was started under
@@ -471,7 +471,9 @@ class RedisSessionStore(LocalCalls):
         if drains & 1:
             return False
         poller = self._inv_poller
-        if poller is None or poller[0] is not self._inv_conn or poller[1].poll(0):
+        conn = self._inv_conn
+        # The same connection on the same socket (never a descriptor since reused).
+        if poller is None or poller[0] is not conn or poller[2] is not conn._sock or poller[1].poll(0):
             return False
         return self._inv_drains == drains
 
@@ -502,8 +504,8 @@ class RedisSessionStore(LocalCalls):
                 raise redis.ConnectionError("subscriber connection closed")
             if not full and _POLL is not None and sock is not True:
                 poller = self._inv_poller
-                if poller is None or poller[0] is not conn:
-                    poller = (conn, _POLL())
+                if poller is None or poller[0] is not conn or poller[2] is not sock:
+                    poller = (conn, _POLL(), sock)
                     # Readable data, a hang-up or an error all show as an event: each
                     # sends the drain to redis-py (which raises for the last two).
                     poller[1].register(sock.fileno(), select.POLLIN)
