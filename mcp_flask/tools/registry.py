@@ -49,6 +49,9 @@ class ToolSpec:
     output_schema: dict | None = None
     #: alias (normalised) -> canonical argument name
     aliases: dict = field(default_factory=dict)
+    #: The canonical names that are their own alias (``aliases[_norm(k)] == k``): arguments
+    #: spelled exactly so need no mapping (``normalize_arguments``' fast path).
+    canonical: frozenset = field(default_factory=frozenset)
 
     @property
     def annotations(self) -> dict:
@@ -99,6 +102,9 @@ def attach_schemas(input_schemas: dict, output_schemas: dict) -> None:
         spec.input_schema = input_schemas[spec.name]
         spec.output_schema = output_schemas.get(spec.name)
         spec.aliases = {_norm(k): k for k in spec.input_schema.get("properties", {})}
+        # Only names their own normal form maps back to: were two properties to share a
+        # normal form, the slow path would call them one argument given twice.
+        spec.canonical = frozenset(k for k in spec.aliases.values())
 
 
 def normalize_arguments(spec: ToolSpec, args: Any) -> dict:
@@ -107,6 +113,11 @@ def normalize_arguments(spec: ToolSpec, args: Any) -> dict:
         return {}
     if not isinstance(args, dict):
         raise InvalidArguments(f"arguments for {spec.name} must be an object")
+    # Fast path (every call of a well-behaved client): all keys already canonical.  Distinct
+    # canonical keys have distinct normal forms, so none can be "given twice"; the result is
+    # what the loop below builds (a new dict, same keys, same order).
+    if args.keys() <= spec.canonical:
+        return dict(args)
     out: dict = {}
     given: dict = {}
     for key, value in args.items():
