@@ -43,6 +43,8 @@ LOG_RANK = {name: i for i, name in enumerate(LOG_LEVELS)}
 PAGE_SIZE = 100
 #: A tool call slower than this is reported to the client as a "warning" log message.
 SLOW_CALL_S = 2.0
+#: Most ``Access`` objects a service keeps (one per role name asked for).
+ACCESS_CACHE_SIZE = 256
 
 
 @dataclass
@@ -55,6 +57,8 @@ class ServiceRuntime:
     providers: list = field(default_factory=list)
 
     def __post_init__(self):
+        #: role name -> (config, role, service has roles, Access): see ``access``.
+        self._access_cache: dict = {}
         # The database's own resources and prompts, then whatever was added.
         self.providers = [TableResources(self.config.name), DatabasePrompts(self.config.name)] + \
             [p for p in self.providers if isinstance(p, Provider)]
@@ -71,8 +75,27 @@ class ServiceRuntime:
         return self.config.name
 
     def access(self, role_name: str) -> Access:
-        role = self.config.roles.get(role_name) if role_name else None
-        return Access(self.config, role_name, role)
+        """The ``Access`` of ``role_name`` on this service, built once per role and configuration.
+
+        Every request asks for it (often several times), and an ``Access`` holds no
+        per-call state, so one is shared.  An entry is used only while ``config`` and the
+        role object are the very ones it was built from (and the service still has, or
+        still lacks, roles: that decides what the empty role name means), so a config
+        reload or a replaced role builds afresh.  Bounded: role names are the config's,
+        but stale sessions may carry others.
+        """
+        config = self.config
+        roles = config.roles
+        role = roles.get(role_name) if role_name else None
+        cache = self._access_cache
+        got = cache.get(role_name)
+        if got is not None and got[0] is config and got[1] is role and got[2] == bool(roles):
+            return got[3]
+        access = Access(config, role_name, role)
+        if len(cache) >= ACCESS_CACHE_SIZE:
+            cache.clear()
+        cache[role_name] = (config, role, bool(roles), access)
+        return access
 
 
 @dataclass
