@@ -278,6 +278,10 @@ def encode_lazy(value):
     found: list = []
 
     def default(v):
+        # Decimal first: it is the one non-JSON type of nearly every page (NUMERIC columns),
+        # answered here without a second call; everything else as ``_default`` says.
+        if isinstance(v, Decimal):
+            return str(v)
         if isinstance(v, Lazy):
             found.append(v)
             return f"{_TOKEN}-{len(found) - 1}"
