@@ -9,7 +9,7 @@ quoted by the dialect; every value is bound.
 Speed matters here (the 10-row filtered, ordered read is the benchmark's hot
 path): argument parsing is cached in ``record_args``, per-column decoders are
 computed once per query and skipped for columns that need none, and rows
-become dicts with one ``dict(zip(...))`` each.
+become dicts through a comprehension generated once per row width.
 
 Large pages (``read_page`` above ``STREAM_ABOVE`` rows) never exist as Python
 objects all at once: each batch of the server-side cursor becomes dicts, is
@@ -25,6 +25,7 @@ filter compiler and ``record_args``.
 from __future__ import annotations
 
 import logging
+from functools import lru_cache
 from itertools import repeat
 
 from .. import encoding
@@ -437,19 +438,54 @@ def to_dicts(rows: list[tuple], keys: list[str], decoders: list) -> list[dict]:
 
     Decoding goes column by column (one comprehension per decoded column over the
     transposed rows) rather than copying each row into a list: fewer bytecodes per
-    cell, which is what a 10,000-row page spends its time on.
+    cell, which is what a 10,000-row page spends its time on.  The dicts come from a
+    comprehension generated per width (``_dict_builder``).
     """
-    if not decoders:
-        return list(map(dict, map(zip, repeat(keys), rows)))
     if not rows:
         return []
-    cols = list(zip(*rows))
-    for pos, dec in decoders:
-        # A decoder may decode a whole column at once (``dec.column``: C-level maps for the
-        # common case, same values as ``dec`` one by one).
-        whole = getattr(dec, "column", None)
-        cols[pos] = whole(cols[pos]) if whole is not None else [None if v is None else dec(v) for v in cols[pos]]
-    return list(map(dict, map(zip, repeat(keys), zip(*cols))))
+    if decoders:
+        cols = list(zip(*rows))
+        for pos, dec in decoders:
+            # A decoder may decode a whole column at once (``dec.column``: C-level maps for the
+            # common case, same values as ``dec`` one by one).
+            whole = getattr(dec, "column", None)
+            cols[pos] = whole(cols[pos]) if whole is not None else [None if v is None else dec(v) for v in cols[pos]]
+        rows = list(zip(*cols))
+    width = len(keys)
+    if 0 < width <= GENERATED_MAX_WIDTH:
+        # All rows of one result have the same length: the first tells whether helper columns follow.
+        return _dict_builder(width, len(rows[0]) == width)(rows, keys)
+    return list(map(dict, map(zip, repeat(keys), rows)))
+
+
+#: Widest row ``to_dicts`` builds with a generated comprehension (wider ones use ``dict(zip())``).
+GENERATED_MAX_WIDTH = 128
+
+
+@lru_cache(maxsize=2 * GENERATED_MAX_WIDTH)
+def _dict_builder(width: int, exact: bool):
+    """``build(rows, keys)``: ``[{keys[0]: row[0], ...} for row in rows]`` over ``width`` keys.
+
+    A dict display with the keys in locals does about half the work of
+    ``dict(zip(keys, row))`` per row.  The generated source holds only generated
+    names (``k0``, ``v0`` ...): the column names are data, passed in ``keys`` at each
+    call, so nothing a database or a caller names ever reaches ``exec``.  ``exact``:
+    rows have exactly ``width`` values (unpacked), else more (indexed; the rest are
+    helper columns).  Same result as ``dict(zip(keys, row))``, a repeated key included
+    (the last value wins in both).
+    """
+    names = range(width)
+    unpack_keys = ", ".join(f"k{i}" for i in names) + ","
+    display = "{" + ", ".join(f"k{i}: v{i}" for i in names) + "}"
+    if exact:
+        loop = "for " + ", ".join(f"v{i}" for i in names) + ", in rows"
+    else:
+        display = "{" + ", ".join(f"k{i}: r[{i}]" for i in names) + "}"
+        loop = "for r in rows"
+    source = f"def build(rows, keys):\n    {unpack_keys} = keys\n    return [{display} {loop}]\n"
+    namespace: dict = {}
+    exec(compile(source, f"<to_dicts width={width}>", "exec"), namespace)  # noqa: S102 - generated names only
+    return namespace["build"]
 
 
 # ---------------------------------------------------------------- related records
