@@ -569,3 +569,53 @@ def test_dreamfactory_component_syntax_means_the_same():
     assert a.verbs("orders") == {"read", "create", "update", "delete"}
     assert not a.visible_table("employees")
     assert a.routine_allowed("report") and not a.routine_allowed("secret")
+
+
+# ---------------------------------------------------------------------------- ServiceRuntime.access cache
+def test_service_access_is_built_once_per_role(app):
+    from mcp_flask.access import Access
+    svc = app.extensions["mcp_flask"]["services"]["demo"]
+    sales = svc.access("sales")
+    assert svc.access("sales") is sales and svc.access("anon") is not sales
+    # The cached one means what a fresh one means.
+    fresh = Access(svc.config, "sales", svc.config.roles["sales"])
+    assert fresh.policy is sales.policy and fresh.role is sales.role
+    assert svc.access("ghost").verbs("products") == frozenset()       # unknown role: nothing
+    assert svc.access("ghost") is svc.access("ghost")
+
+
+def test_service_access_follows_a_replaced_config_or_role(app):
+    import dataclasses
+    svc = app.extensions["mcp_flask"]["services"]["demo"]
+    old_config = svc.config
+    before = svc.access("sales")
+    assert before.can("read", "products")
+    try:
+        # A reload: new config objects, the sales role now denies products.
+        role = dataclasses.replace(old_config.roles["sales"], deny_tables={"employees": "*", "products": "*"})
+        svc.config = dataclasses.replace(old_config, roles={**old_config.roles, "sales": role})
+        after = svc.access("sales")
+        assert after is not before and not after.can("read", "products")
+        assert svc.access("sales") is after
+        # Only the role object replaced, same config object: built afresh too.
+        svc.config.roles["sales"] = dataclasses.replace(role, deny_tables={})
+        assert svc.access("sales").can("read", "employees")
+        # A service whose roles all went: the empty role name now means full access.
+        anon_before = svc.access("")
+        assert not anon_before.can("read", "employees")
+        svc.config = dataclasses.replace(old_config, roles={}, default_role="", auth="none")
+        assert svc.access("").can("read", "employees")
+    finally:
+        svc.config = old_config
+    assert svc.access("sales").can("read", "products")
+
+
+def test_service_access_cache_is_bounded(app, monkeypatch):
+    from mcp_flask import protocol
+    monkeypatch.setattr(protocol, "ACCESS_CACHE_SIZE", 8)
+    svc = app.extensions["mcp_flask"]["services"]["demo"]
+    for i in range(50):
+        svc.access(f"stale-{i}")
+        assert len(svc._access_cache) <= 8
+    sales = svc.access("sales")
+    assert svc.access("sales") is sales
