@@ -345,6 +345,39 @@ def combine(parts: list[tuple[str, list]]) -> tuple[str, list]:
     return " AND ".join(sqls), params
 
 
+#: SELECT statements ``select_sql`` keeps per table object.
+SELECT_SQL_CACHE = 256
+
+
+def select_sql(table: Table, dialect, sel: Select, where: str, params: list, order: list, limit: int,
+               offset: int) -> tuple[str, list]:
+    """``dialect.select_sql`` of an ungrouped read of the cached ``sel`` and ``order``, built once.
+
+    The statement text depends only on the table, the select list, the WHERE text
+    (values are bound, never in it), the order, and the LIMIT/OFFSET values, so it is
+    kept on the ``Table`` (a schema refresh drops it) keyed by exactly those; the
+    select and order objects, the dialect and the number of WHERE values must be the
+    very ones it was built with.  What the dialect binds after the WHERE values (the
+    page's) is kept too; the WHERE values themselves are this call's.  Only a result
+    whose values start with this call's WHERE values, as given, is kept: anything else
+    is built afresh every time.
+    """
+    cache = table.__dict__.get("_record_sql")
+    if cache is None:
+        cache = table.__dict__["_record_sql"] = {}
+    key = (id(sel), id(order), where, limit, offset)
+    got = cache.get(key)
+    if got is not None and got[0] is sel and got[1] is order and got[2] is dialect and got[3] == len(params):
+        return got[4], params + got[5]
+    sql, out = dialect.select_sql(table, sel.exprs, where, params, order, limit, offset)
+    n = len(params)
+    if len(out) >= n and all(a is b for a, b in zip(out, params)):
+        if len(cache) >= SELECT_SQL_CACHE:
+            cache.clear()     # e.g. a client paging by offset: start again rather than grow
+        cache[key] = (sel, order, dialect, n, sql, out[n:])
+    return sql, out
+
+
 # ---------------------------------------------------------------- fetching
 def fetch(ctx, dialect, conn, sql: str, params: list, expect: int) -> list[tuple]:
     """All rows of a query; large results come through ``dialect.stream`` with progress reports."""

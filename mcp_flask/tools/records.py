@@ -101,8 +101,12 @@ def get_table_data(ctx, args):
     offset = args.get("offset") or 0
 
     def read(conn):
-        sql, sql_params = dialect.select_sql(table, sel.exprs, where, params, order, limit + 1, offset,
-                                             [c.name for c in group_cols])
+        if grouped or relations:
+            sql, sql_params = dialect.select_sql(table, sel.exprs, where, params, order, limit + 1, offset,
+                                                 [c.name for c in group_cols])
+        else:
+            # The cached select and order (the same objects every call): the text is cached too.
+            sql, sql_params = rr.select_sql(table, dialect, sel, where, params, order, limit + 1, offset)
         decoders = sel.decoders if len(sel.keys) == out_width else [d for d in sel.decoders if d[0] < out_width]
         # A large page without related records comes back already encoded (rr.read_page).
         rows, out, more = rr.read_page(ctx, dialect, conn, sql, sql_params, limit, sel.keys[:out_width],
