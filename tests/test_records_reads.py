@@ -165,3 +165,103 @@ def test_select_sql_is_not_cached_when_the_dialect_does_not_pass_values_through(
             ("SELECT " + ", ".join(sel.exprs) + ' FROM "items" WHERE id = ? ORDER BY "id" ASC LIMIT ?',
              [str(value), "11"])
     assert len(calls) == 2
+
+
+# ---------------------------------------------------------------------------- role row filters
+@pytest.fixture
+def books(tmp_path):
+    import sqlite3
+    from mcp_flask.database import Database
+    path = str(tmp_path / "rf.db")
+    conn = sqlite3.connect(path)
+    conn.executescript("""
+        CREATE TABLE books (id INTEGER PRIMARY KEY, author_id INTEGER NOT NULL, title TEXT NOT NULL);
+        INSERT INTO books VALUES (1, 1, 'a'), (2, 1, 'b'), (3, 2, 'c'), (4, 3, 'd');
+    """)
+    conn.commit()
+    conn.close()
+    from mcp_flask.config import RoleConfig
+    roles = {"one": RoleConfig(row_filters={"books": "author_id = {role.a}"}, values={"a": 1}),
+             "two": RoleConfig(row_filters={"books": "author_id >= {role.a}"}, values={"a": 2}),
+             "broken": RoleConfig(row_filters={"books": "nosuch = 1"})}
+    database = Database(ServiceConfig(name="rf", url="sqlite:///" + path, roles=roles))
+    yield database
+    database.close()
+
+
+def read_ids(database, role, access_cls=None):
+    import importlib
+    from mcp_flask.access import Access
+    from mcp_flask.tools import TOOLS
+    from mcp_flask.tools.registry import ToolContext
+    importlib.import_module("mcp_flask.tools.records")      # registers the record tools
+    cls = access_cls or Access
+    ctx = ToolContext(database=database, access=cls(database.config, role, database.config.roles[role]))
+    out = TOOLS["get_table_data"].handler(ctx, {"tableName": "books", "order": "id"})
+    return [r["id"] for r in out["resource"]]
+
+
+def test_role_row_filters_are_compiled_once_and_kept_per_role(books):
+    for _ in range(3):
+        assert read_ids(books, "one") == [1, 2]
+        assert read_ids(books, "two") == [3, 4]
+    base = books.table("books")
+    cache = base.__dict__["_role_filters"]
+    assert len(cache) == 2                                   # one entry per role, reused
+    entries = sorted(cache.values(), key=lambda e: e[0][0])
+    assert [e[2] for e in entries] == ['("author_id" = ?)', '("author_id" >= ?)']
+    assert [e[3] for e in entries] == [[1], [2]]             # values bound, never in the text
+
+
+def test_cached_row_filter_equals_a_fresh_compile(books):
+    from mcp_flask.access import Access
+    from mcp_flask.dialects.where import compile_filter_text
+    from mcp_flask.tools.registry import ToolContext
+    table = books.table("books")
+    acc = Access(books.config, "one", books.config.roles["one"])
+    ctx = ToolContext(database=books, access=acc)
+    want = compile_filter_text("author_id = {role.a}", table, books.dialect, None, {"role.a": 1})
+    first = rr.row_filter(ctx, "read", table, books.dialect)
+    again = rr.row_filter(ctx, "read", table, books.dialect)
+    assert first == again == want
+    again[1].append("x")                                     # a caller's list is its own
+    assert rr.row_filter(ctx, "read", table, books.dialect) == want
+    # Another dialect object never gets this one's entry.
+    other = dialect("postgresql")
+    assert rr.row_filter(ctx, "read", table, other) == compile_filter_text(
+        "author_id = {role.a}", table, other, None, {"role.a": 1})
+
+
+def test_broken_row_filter_is_refused_every_time(books):
+    from mcp_flask.errors import PermissionDenied
+    for _ in range(3):
+        with pytest.raises(PermissionDenied):
+            read_ids(books, "broken")
+    assert not books.table("books").__dict__.get("_role_filters")
+
+
+def test_other_row_filter_hooks_are_not_cached(books):
+    from mcp_flask.access import Access
+    seen = []
+
+    class PerCall(Access):
+        def row_filter(self, verb, table):
+            seen.append(1)
+            return ("author_id = {user.a}", {"user": {"a": len(seen)}})   # a new answer each call
+
+    assert read_ids(books, "one", PerCall) == [1, 2]
+    assert read_ids(books, "one", PerCall) == [3]
+    assert not books.table("books").__dict__.get("_role_filters")
+
+
+def test_role_filter_cache_is_bounded(books, monkeypatch):
+    from mcp_flask.access import Access
+    from mcp_flask.config import RoleConfig
+    from mcp_flask.tools.registry import ToolContext
+    monkeypatch.setattr(rr, "ROLE_FILTER_CACHE", 4)
+    table = books.table("books")
+    for i in range(20):
+        role = RoleConfig(row_filters={"books": "author_id = {role.a}"}, values={"a": i})
+        ctx = ToolContext(database=books, access=Access(books.config, f"r{i}", role))
+        assert rr.row_filter(ctx, "read", table, books.dialect)[1] == [i]
+        assert len(table.__dict__["_role_filters"]) <= 4

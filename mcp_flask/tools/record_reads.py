@@ -27,8 +27,10 @@ from __future__ import annotations
 import logging
 from functools import lru_cache
 from itertools import repeat
+from types import MethodType
 
 from .. import encoding
+from ..access import Access
 from ..database import suggest
 from ..dialects.where import coerce_value, compile_filter_text
 from ..errors import InvalidArguments, LimitExceeded, NotFound, PermissionDenied, QueryCancelled
@@ -291,6 +293,10 @@ def ids_where(table: Table, dialect, ids, id_field) -> tuple[str, list, list[Col
     return "(" + dialect.in_sql(dialect.quote(col.name), len(values)) + ")", params, keys, values
 
 
+#: Compiled role row filters kept per table object (one per role policy, normally).
+ROLE_FILTER_CACHE = 256
+
+
 def row_filter(ctx, verb: str, table: Table, dialect) -> tuple[str, list]:
     """The caller's role's row filter for ``verb`` on ``table`` as SQL (access hook), or ``("", [])``.
 
@@ -306,14 +312,32 @@ def row_filter(ctx, verb: str, table: Table, dialect) -> tuple[str, list]:
         return "", []
     text, lookups = got
     # Against the full table: a role's row filter may use columns the role cannot see.
+    base = getattr(table, "base", table)
+    # The built-in Access hands out one (text, lookups) tuple per role policy and table, never
+    # changed: its compiled SQL is kept on the table (a schema refresh drops it), for that very
+    # tuple and dialect.  Other hooks may build their answer per call: compiled every time.
+    cacheable = type(hook) is MethodType and hook.__func__ is Access.row_filter
+    if cacheable:
+        cache = base.__dict__.get("_role_filters")
+        if cache is None:
+            cache = base.__dict__["_role_filters"] = {}
+        hit = cache.get(id(got))
+        if hit is not None and hit[0] is got and hit[1] is dialect:
+            return hit[2], list(hit[3])
     # A filter that does not fit the table is the operator's mistake: never echo it.
     try:
-        return compile_filter_text(text, getattr(table, "base", table), dialect, None, lookups)
+        sql, params = compile_filter_text(text, base, dialect, None, lookups)
     except InvalidArguments:
         log.warning("row filter of role %r on table %r does not compile", getattr(ctx.access, "role_name", ""),
                     table.name)
         raise PermissionDenied(f"permission denied: the role's row filter for '{table.name}' cannot be "
                                f"applied; ask the administrator") from None
+    if cacheable:
+        if len(cache) >= ROLE_FILTER_CACHE:
+            cache.clear()
+        # ``got`` is kept in the entry, so its id cannot be reused while the entry lives.
+        cache[id(got)] = (got, dialect, sql, list(params))
+    return sql, params
 
 
 def filter_sql(table: Table, dialect, text: str, params) -> tuple[str, list]:
