@@ -68,10 +68,12 @@ def get_table_data(ctx, args):
     if grouped:
         sel = rr.grouped_select(table, dialect, fields, group_cols)
     else:
-        rr.aggregates_without_group(fields)
+        if fields is not None:
+            rr.aggregates_without_group(fields)
         sel = rr.cached_select(table, dialect, fields)
     out_width = len(sel.keys)
-    relations = rr.resolve_related(ctx, table, args.get("related"))
+    related = args.get("related")
+    relations = rr.resolve_related(ctx, table, related) if related is not None else []
     if relations:
         if grouped:
             raise InvalidArguments("related cannot be combined with group")
@@ -107,10 +109,13 @@ def get_table_data(ctx, args):
         else:
             # The cached select and order (the same objects every call): the text is cached too.
             sql, sql_params = rr.select_sql(table, dialect, sel, where, params, order, limit + 1, offset)
-        decoders = sel.decoders if len(sel.keys) == out_width else [d for d in sel.decoders if d[0] < out_width]
+        if len(sel.keys) == out_width:
+            keys, decoders = sel.keys, sel.decoders
+        else:
+            keys, decoders = sel.keys[:out_width], [d for d in sel.decoders if d[0] < out_width]
         # A large page without related records comes back already encoded (rr.read_page).
-        rows, out, more = rr.read_page(ctx, dialect, conn, sql, sql_params, limit, sel.keys[:out_width],
-                                       decoders, encode=not relations)
+        rows, out, more = rr.read_page(ctx, dialect, conn, sql, sql_params, limit, keys, decoders,
+                                       encode=not relations)
         if relations and rows:
             rr.attach_related(ctx, dialect, conn, table, sel, rows, out, relations)
         meta = {"returned": len(out), "more": more, "limit": limit, "offset": offset}
