@@ -7,9 +7,12 @@ absent from it, so they can neither be selected nor suggested) and is then
 quoted by the dialect; every value is bound.
 
 Speed matters here (the 10-row filtered, ordered read is the benchmark's hot
-path): argument parsing is cached in ``record_args``, per-column decoders are
-computed once per query and skipped for columns that need none, and rows
-become dicts through a comprehension generated once per row width.
+path): argument parsing is cached in ``record_args``; the select list, the
+order, the caller's filter (without ``params``), a role's row filter and the
+SELECT text itself are kept on the ``Table`` object (so a schema refresh drops
+them all; bound values are never part of what is kept as text); per-column
+decoders are computed once per query and skipped for columns that need none;
+and rows become dicts through a comprehension generated once per row width.
 
 Large pages (``read_page`` above ``STREAM_ABOVE`` rows) never exist as Python
 objects all at once: each batch of the server-side cursor becomes dicts, is
