@@ -70,11 +70,12 @@ class WireProxy:
                 data = src.recv(65536)
                 if not data:
                     break
+                if from_client:
+                    # Record before forwarding: the server's answer (and so the test's next
+                    # step) can then never come before its statement is in the list.
+                    buf += data
+                    buf, started = self._parse(buf, started)
                 dst.sendall(data)
-                if not from_client:
-                    continue
-                buf += data
-                buf, started = self._parse(buf, started)
         except OSError:
             pass
         finally:
