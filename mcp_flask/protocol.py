@@ -140,6 +140,25 @@ class Call:
         return self.protocol_version in STRUCTURED_VERSIONS
 
 
+def duration_ms(seconds: float) -> float:
+    """``round(seconds * 1000, 3)``: the same float, for a tool call's audited duration.
+
+    ``round(x, 3)`` converts through a decimal string (dtoa and back) on every
+    call.  Here the microseconds are rounded as an integer and divided by 1000,
+    which is exact whenever the product is clearly away from a halfway point (a
+    double division of two exact integers is the nearest double to their quotient,
+    as the string round trip is); near a tie, for zero or negatives (``-0.0``) and
+    for huge values ``round`` itself decides.
+    """
+    ms = seconds * 1000
+    micro = ms * 1000.0
+    if 0.0 < micro < 1e12:      # (false for NaN too)
+        n = round(micro)
+        if -0.49 < micro - n < 0.49:
+            return n / 1000
+    return round(ms, 3)
+
+
 def negotiate(requested: str) -> str:
     """Echo a supported version; otherwise answer with the newest we support (lifecycle spec)."""
     return requested if requested in SESSION_VERSIONS else LATEST_SESSION_VERSION
@@ -423,7 +442,10 @@ class Protocol:
             raise ProtocolError(INVALID_PARAMS, f"Unknown tool: {name}")
         call.audit["tool"] = name
         started = time.perf_counter()
-        logger = self._logger(call)
+        session = call.session
+        # No log level set (the usual case): no logger, without the _logger call.
+        logger = self._logger(call) if call.log_level is not None or (
+            session is not None and session.log_level is not None) else None
         provided = isinstance(spec, ProvidedTool)
         try:
             if provided:
@@ -435,7 +457,8 @@ class Protocol:
             if err is not None:
                 raise InvalidArguments(err)
             ctx = ToolContext(database=call.service.database, access=access, scope=call.scope,
-                              progress=self._progress_sender(params, call),
+                              # No stream to send progress on: no sender (the usual case).
+                              progress=self._progress_sender(params, call) if call.emit is not None else None,
                               log=logger, confirm=call.ask,
                               tools=lambda: self.offered_tools(call.service, access),
                               audit=call.audit)
@@ -465,7 +488,7 @@ class Protocol:
             elapsed = time.perf_counter() - started
             if logger is not None and elapsed > SLOW_CALL_S:
                 logger("warning", {"event": "slow_call", "tool": name, "seconds": round(elapsed, 3)})
-            call.audit["duration_ms"] = round(elapsed * 1000, 3)
+            call.audit["duration_ms"] = duration_ms(elapsed)
             call.audit.setdefault("outcome", "ok")
             if self.auditor is not None:
                 self.auditor.record(call, access)
@@ -475,7 +498,7 @@ class Protocol:
                 logger("info", {"event": "partial_result", "tool": name,
                                 "returned": meta.get("returned", meta.get("count")),
                                 "next_offset": meta.get("next")})
-        return self.tool_result(payload, call.structured)
+        return self.tool_result(payload, call.protocol_version in STRUCTURED_VERSIONS)   # call.structured
 
     @staticmethod
     def tool_result(payload, structured: bool) -> dict:

@@ -222,3 +222,22 @@ def _other_setups(buf):
     root_handler = logging.getLogger().handlers[0]
     root_handler.setFormatter(logging.Formatter("%(message)s"))
     assert logs.direct_handler(logger) is None
+
+
+def test_duration_ms_is_round_to_the_microsecond():
+    """The audited ``duration_ms`` (protocol.duration_ms) is exactly ``round(seconds * 1000, 3)``:
+    typical durations, halfway cases, values next to them, zero, -0.0, huge and tiny ones."""
+    import math
+    import random
+
+    from mcp_flask.protocol import duration_ms
+    rng = random.Random(1234)
+    values = [0.0, -0.0, 1e-12, 5e-7, 1.5e-6, 2.5e-6, 0.0005, 0.0015, 0.0025, 1.0005, 1e9, 1e12, 1e300,
+              -0.0025, float("inf"), float("nan"), 0.1234565, 2.0000005]
+    values += [rng.random() * scale for scale in (1e-6, 1e-3, 1.0, 10.0, 3600.0, 1e7) for _ in range(20000)]
+    values += [k / 2e6 for k in range(1, 4000)]            # exact and near halfway microseconds
+    values += [math.nextafter(v, d) for v in values[-4000:] for d in (0.0, 1.0)]
+    for v in values:
+        want = round(v * 1000, 3)
+        got = duration_ms(v)
+        assert repr(got) == repr(want) and type(got) is float, (v, got, want)
