@@ -158,6 +158,21 @@ def _mmap_value_class(process_identifier=_cached_pid):
                 else:
                     self._file._m[span] = pack(value, timestamp)
 
+        @staticmethod
+        def inc_all(updates) -> None:
+            """``value.inc(amount)`` for each ``(value, amount)`` of ``updates``, under one
+            taking of the lock (the end of a request updates four or five values at once:
+            one call instead of one each, see ``instrument_protocol``)."""
+            with lock:
+                for value, amount in updates:
+                    value._value = total = value._value + amount
+                    value._timestamp = 0.0
+                    span = value._span
+                    if span is None:
+                        value._file.write_value(value._key, total, 0.0)
+                    else:
+                        value._file._m[span] = pack(total, 0.0)
+
         def set_exemplar(self, exemplar) -> None:
             return  # not supported in multiprocess mode (as in prometheus-client)
 
@@ -238,6 +253,20 @@ def adder(child):
     return value.inc
 
 
+def _histogram_parts(child):
+    """``(sum value, bucket values, upper bounds)`` of a labelled Histogram child, or None
+    when prometheus-client's private ``_sum``, ``_buckets`` and ``_upper_bounds`` are not
+    as ``observer`` expects them."""
+    total = getattr(child, "_sum", None)
+    buckets = getattr(child, "_buckets", None)
+    bounds = getattr(child, "_upper_bounds", None)
+    if (total is None or not isinstance(buckets, list) or not isinstance(bounds, list)
+            or len(buckets) != len(bounds) or not bounds or bounds[-1] != float("inf")
+            or list(bounds) != sorted(bounds)):
+        return None
+    return total, tuple(buckets), tuple(bounds)
+
+
 def observer(child):
     """``f(amount)`` observing ``amount`` in a labelled Histogram child, for the hot paths.
 
@@ -245,21 +274,77 @@ def observer(child):
     in the first bucket whose bound is >= amount, ``bisect_left``) straight on the
     child's values; the public method when prometheus-client's private ``_sum``,
     ``_buckets`` and ``_upper_bounds`` are not as expected."""
-    total = getattr(child, "_sum", None)
-    buckets = getattr(child, "_buckets", None)
-    bounds = getattr(child, "_upper_bounds", None)
-    if (total is None or not isinstance(buckets, list) or not isinstance(bounds, list)
-            or len(buckets) != len(bounds) or not bounds or bounds[-1] != float("inf")
-            or list(bounds) != sorted(bounds)):
+    parts = _histogram_parts(child)
+    if parts is None:
         return child.observe
+    total, buckets, bounds = parts
     add_sum = total.inc
     counts = [b.inc for b in buckets]
-    bounds = tuple(bounds)
 
     def observe(amount) -> None:
         add_sum(amount)
         counts[bisect_left(bounds, amount)](1)
     return observe
+
+
+def _mmap_value(child):
+    """The ``MmapValue`` a Counter or Gauge child's ``adder`` would increment, or None
+    (another value class, or a gauge that needs the public path)."""
+    value = getattr(child, "_value", None)
+    inc_all = getattr(values.ValueClass, "inc_all", None)
+    if inc_all is None or type(value) is not values.ValueClass or getattr(child, "_is_most_recent", False):
+        return None
+    return value
+
+
+def _request_end(key, running, rows_of):
+    """``end(elapsed, rows)`` for requests labelled ``key`` = (service, method, tool, outcome):
+    the in-flight gauge down by one (``running`` is the service's adder, taken first),
+    the request counted, its latency observed and ``rows`` (when true) added to
+    ``mcp_rows_returned_total{service, tool}`` (``rows_of(service, tool)``: that
+    counter's adder, made on first use so an unused label set never appears).
+
+    With ``_mmap_value_class`` values the updates are made by one ``inc_all`` (one
+    lock, no call per value); otherwise through ``adder`` / ``observer``, one by one.
+    Either way each value gets the same additions, so the samples are the same."""
+    service, label, tool, _ = key
+    counter_child = REQUESTS.labels(*key)
+    hist_child = LATENCY.labels(service, label)
+    gauge = _mmap_value(IN_FLIGHT.labels(service))
+    count = _mmap_value(counter_child)
+    parts = _histogram_parts(hist_child)
+    if (gauge is not None and count is not None and parts is not None
+            and all(type(v) is values.ValueClass for v in (parts[0],) + parts[1])):
+        inc_all = values.ValueClass.inc_all
+        total, buckets, bounds = parts
+        row_value: list = [None]
+
+        def end(elapsed, rows) -> None:
+            bucket = buckets[bisect_left(bounds, elapsed)]
+            if not rows:
+                inc_all(((gauge, -1), (count, 1), (total, elapsed), (bucket, 1)))
+                return
+            rv = row_value[0]
+            if rv is None:
+                rv = _mmap_value(ROWS.labels(service, tool))
+                if rv is None:      # not an MmapValue after all: the adder, separately
+                    rows_of(service, tool)(rows)
+                    inc_all(((gauge, -1), (count, 1), (total, elapsed), (bucket, 1)))
+                    return
+                row_value[0] = rv
+            inc_all(((gauge, -1), (count, 1), (total, elapsed), (bucket, 1), (rv, rows)))
+        return end
+
+    counter = adder(counter_child)
+    observe = observer(hist_child)
+
+    def end(elapsed, rows) -> None:
+        if rows:
+            rows_of(service, tool)(rows)
+        running(-1)
+        counter(1)
+        observe(elapsed)
+    return end
 
 
 def multiprocess() -> bool:
@@ -299,19 +384,27 @@ def instrument_protocol(protocol) -> None:
 
     handle = protocol.handle
     known = protocol.handlers
-    # Labelled children looked up once per label set (labels() takes a lock and builds tuples),
-    # kept as their adder / observer.
-    counters: dict = {}
-    histograms: dict = {}
+    # Labelled children looked up once per label set (labels() takes a lock and builds tuples):
+    # the in-flight gauge's and the rows counters' adders, and per (service, method, tool,
+    # outcome) the updates that end a request (``_request_end``).
     in_flight: dict = {}
     row_counters: dict = {}
+    ends: dict = {}
     initialize = protocol.initialize
     perf = time.perf_counter
+
+    def rows_of(service, tool):
+        rkey = (service, tool)
+        child = row_counters.get(rkey)
+        if child is None:
+            child = row_counters[rkey] = adder(ROWS.labels(*rkey))
+        return child
 
     def counted_handle(method, params, call):
         started = perf()
         service = call.service.name
         outcome = "ok"
+        rows = None
         running = in_flight.get(service)
         if running is None:
             running = in_flight[service] = adder(IN_FLIGHT.labels(service))
@@ -327,11 +420,11 @@ def instrument_protocol(protocol) -> None:
                     ERRORS.labels(service, "tool_" + str(audit.get("outcome", "error"))).inc()
                 rows = audit.get("rows")
                 if rows:
-                    rkey = (service, audit.get("tool", ""))
-                    child = row_counters.get(rkey)
-                    if child is None:
-                        child = row_counters[rkey] = adder(ROWS.labels(*rkey))
-                    child(rows)
+                    rtool = audit.get("tool", "")
+                    if not rtool:
+                        # Rows without a tool name: labelled "" (the request itself "(unknown)").
+                        rows_of(service, rtool)(rows)
+                        rows = None
             return result
         except ProtocolError as exc:
             outcome = "error"
@@ -346,16 +439,11 @@ def instrument_protocol(protocol) -> None:
             if method == "tools/call" and not tool and isinstance(params, dict):
                 # An unknown tool: keep the label set bounded.
                 tool = "(unknown)"
-            running(-1)
             key = (service, label, tool, outcome)
-            counter = counters.get(key)
-            if counter is None:
-                counter = counters[key] = adder(REQUESTS.labels(*key))
-            counter(1)
-            hist = histograms.get(key[:2])
-            if hist is None:
-                hist = histograms[key[:2]] = observer(LATENCY.labels(service, label))
-            hist(perf() - started)
+            end = ends.get(key)
+            if end is None:
+                end = ends[key] = _request_end(key, running, rows_of)
+            end(perf() - started, rows)
 
     def counted_initialize(params, service, session, access):
         started = perf()

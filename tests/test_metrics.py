@@ -204,3 +204,63 @@ def test_mmap_values_write_the_same_bytes_without_their_position(tmp_path, monke
     seen = {k: (v, ts) for k, v, ts, _ in MmapedDict.read_all_values_from_file(str(tmp_path / "counter_4242.db"))}
     assert sorted(seen.values()) == [(5.5, 7.0), (5.5, 7.0)]
     cls.close_all_files()
+
+
+def test_request_end_updates_match_one_by_one(tmp_path):
+    """``instrument_protocol`` ends a request with one ``inc_all`` on the multiprocess values;
+    with ``inc_all`` taken away it updates them one by one through adder / observer.  Both
+    give the very same samples (counts, rows, in-flight, latency sums and buckets)."""
+    code = COLLECT + textwrap.dedent("""
+    import itertools, json, types
+    from mcp_flask import metrics
+    from mcp_flask.errors import ProtocolError
+    from prometheus_client import values
+    assert values.ValueClass.__name__ == "MmapValue"
+    if not FUSED:
+        del values.ValueClass.inc_all
+    ticks = itertools.count()
+    metrics.time = types.SimpleNamespace(perf_counter=lambda: next(ticks) * 0.004)
+
+    class Proto:
+        handlers = {"tools/call": None, "ping": None}
+        def handle(self, method, params, call):
+            for _ in range(call.wait):      # later calls take longer: several buckets are used
+                metrics.time.perf_counter()
+            call.audit.update(params.get("audit", {}))
+            if params.get("fail"):
+                raise ProtocolError(-32602, "bad")
+            if params.get("boom"):
+                raise RuntimeError("boom")
+            return {"isError": bool(params.get("error"))}
+        def initialize(self, *a):
+            return {}
+
+    p = Proto()
+    metrics.instrument_protocol(p)
+    svc = types.SimpleNamespace(name="s1")
+    calls = [("tools/call", {"audit": {"tool": "get_table_data", "rows": 10}}),
+             ("tools/call", {"audit": {"tool": "get_table_data", "rows": 0}}),
+             ("tools/call", {"audit": {"tool": "get_tables", "rows": 3}}),
+             ("tools/call", {"audit": {"tool": "get_tables", "outcome": "QueryError"}, "error": True}),
+             ("tools/call", {"audit": {"rows": 4}}),
+             ("tools/call", {"audit": {"tool": "x", "rows": 2}, "fail": True}),
+             ("tools/call", {"audit": {"tool": "y", "rows": 2}, "boom": True}),
+             ("ping", {}), ("nope", {})]
+    for i in range(40):
+        method, params = calls[i % len(calls)]
+        call = types.SimpleNamespace(service=svc, audit={}, wait=i % 4)
+        try:
+            p.handle(method, params, call)
+        except Exception:
+            pass
+    print(json.dumps(collect()))
+    """)
+    fused = run(code.replace("FUSED", "True"), tmp_path / "mine", gevent=False)
+    single = run(code.replace("FUSED", "False"), tmp_path / "ref", gevent=False)
+    assert fused == single
+    assert fused['mcp_rows_returned_total{"service": "s1", "tool": "get_table_data"}'] == 50
+    assert fused['mcp_rows_returned_total{"service": "s1", "tool": ""}'] == 16
+    assert fused['mcp_requests_in_flight{"service": "s1"}'] == 0
+    assert fused['mcp_request_duration_seconds_count{"method": "tools/call", "service": "s1"}'] == 32
+    assert len({k for k in fused if k.startswith("mcp_request_duration_seconds_bucket")
+                and fused[k] not in (0, 32) and '"tools/call"' in k}) >= 2
