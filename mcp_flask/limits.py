@@ -56,7 +56,12 @@ class Limiter:
     def admit(self, call, access) -> "_Admission":
         """A context manager running its body as one admitted tool call, or raising
         ``LimitExceeded`` on entry.  Nothing is counted until the ``with`` enters."""
-        return _Admission(self, call)
+        # _Admission(self, call) without the __init__ frame (one admission per tool call).
+        admission = _new_admission(_Admission)
+        admission.limiter = self
+        admission.call = call
+        admission.sid = None
+        return admission
 
     def running(self, session_id: str) -> int:
         """Tool calls of ``session_id`` running in this process (for tests and metrics)."""
@@ -74,6 +79,7 @@ class _Admission:
     __slots__ = ("limiter", "call", "sid")
 
     def __init__(self, limiter: Limiter, call):
+        # (Limiter.admit sets the same three attributes itself.)
         self.limiter = limiter
         self.call = call
         #: The counted session id, set once admitted (None: nothing to uncount).
@@ -123,3 +129,6 @@ class _Admission:
                 running[sid] = left
             else:
                 running.pop(sid, None)
+
+
+_new_admission = object.__new__
