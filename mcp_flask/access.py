@@ -273,13 +273,21 @@ class Access:
     def can(self, verb: str, table) -> bool:
         return verb in self.policy.verbs(_name(table))
 
+    # visible_table, require and row_filter run on every tool call: they read the policy's
+    # caches themselves (``_name`` and the cache hit of ``Policy.verbs`` / ``row_filter``
+    # written out, two frames fewer each) and ask the policy only on a miss.
     def visible_table(self, table) -> bool:
-        return bool(self.policy.verbs(_name(table)))
+        policy = self.policy
+        name = table if isinstance(table, str) else table.name
+        got = policy._verbs.get(name)
+        return bool(got if got is not None else policy.verbs(name))
 
     def require(self, verb: str, table) -> None:
         """Raise ``PermissionDenied`` naming the verb and table (call it for visible tables only)."""
-        name = _name(table)
-        if verb not in self.policy.verbs(name):
+        policy = self.policy
+        name = table if isinstance(table, str) else table.name
+        got = policy._verbs.get(name)
+        if verb not in (got if got is not None else policy.verbs(name)):
             raise PermissionDenied(f"permission denied: this role may not {verb} records of '{name}'")
 
     # ------------------------------------------------------------------ columns
@@ -348,7 +356,12 @@ class Access:
         same for every verb).  Compile it against the full table
         (``getattr(table, "base", table)``): a row filter may use a column the role cannot see.
         """
-        return self.policy.row_filter(_name(verb_or_table if table is None else table))
+        if table is None:
+            table = verb_or_table
+        policy = self.policy
+        name = table if isinstance(table, str) else table.name
+        got = policy._filters.get(name, _UNCACHED)
+        return got if got is not _UNCACHED else policy.row_filter(name)
 
     def check_write(self, table, record: dict, partial: bool = False) -> None:
         """Refuse a record that writes a hidden or read-only column, or lies outside the row filter.
@@ -394,6 +407,10 @@ class Access:
     def require_routine(self, name: str) -> None:
         if not self.policy.routine_allowed(name):
             raise PermissionDenied(f"permission denied: this role may not call '{name}'")
+
+
+#: Marks a table ``Policy._filters`` has no entry for (None is a cached "no row filter").
+_UNCACHED = object()
 
 
 def _name(table) -> str:

@@ -619,3 +619,23 @@ def test_service_access_cache_is_bounded(app, monkeypatch):
         assert len(svc._access_cache) <= 8
     sales = svc.access("sales")
     assert svc.access("sales") is sales
+
+
+def test_cached_answers_are_the_first_answers():
+    """visible_table, require and row_filter read the policy's caches themselves on a hit:
+    the second answer (cached, including a cached "no row filter") is the first one,
+    for names and Table-like objects alike."""
+    from types import SimpleNamespace
+    a = access({"tables": {"*": ["read"], "orders": "*"}, "deny_tables": {"secret": "*"},
+                "row_filters": {"orders": "status = 'paid'"}})
+    for _ in range(2):
+        for t in ("orders", SimpleNamespace(name="orders"), "customers", SimpleNamespace(name="customers")):
+            assert a.visible_table(t)
+            a.require("read", t)
+            name = t if isinstance(t, str) else t.name
+            assert a.row_filter(t) == a.row_filter("read", t) == (
+                ("status = 'paid'", {}) if name == "orders" else None)
+        a.require("delete", "orders")
+        with pytest.raises(PermissionDenied):
+            a.require("delete", SimpleNamespace(name="customers"))
+        assert not a.visible_table("secret") and not a.visible_table(SimpleNamespace(name="secret"))
