@@ -127,7 +127,8 @@ def request_id_from(header: str | None) -> str:
     """The client's ``X-Request-ID`` when it is a sane token, else a fresh id (32 hex digits)."""
     if header and _REQUEST_ID_RE.match(header):
         return header
-    return _IDS.next()
+    ids = _IDS      # _IDS.next(), written out: one frame fewer per request
+    return f"{ids.prefix}{next(ids.counter):016x}"
 
 
 def session_tag(session_id: str | None) -> str:
