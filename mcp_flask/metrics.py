@@ -25,7 +25,8 @@ What is measured, and where:
 Per call the cost is two counter increments and one histogram observation.  In
 multiprocess mode the values are ``_mmap_value_class``'s (prometheus-client's files
 and format, with an OS lock and direct mmap writes), and the hot paths update
-labelled children through ``adder`` / ``observer``.
+labelled children through ``adder`` / ``observer``; the end of a request (gauge,
+counter, histogram, rows) is one ``inc_all`` on those values (``_request_end``).
 Imports only prometheus-client; the wiring lives in create_app.
 """
 from __future__ import annotations
