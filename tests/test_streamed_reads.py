@@ -191,6 +191,55 @@ def test_lazy_documents_encode_exactly_like_eager_json(monkeypatch):
         assert b"".join(sse.event_pieces(result, "s_1")) == sse.event(result, "s_1") == sse.event(eager, "s_1")
 
 
+_SCALARS = st.one_of(
+    st.none(), st.booleans(), st.integers(min_value=-2 ** 64, max_value=2 ** 64), st.floats(allow_nan=False),
+    st.text(max_size=8), st.decimals(allow_nan=True, places=None), st.binary(max_size=6),
+    st.timedeltas(), st.datetimes(), st.dates(), st.times(), st.frozensets(st.integers(0, 9), max_size=3))
+_KEYS = st.one_of(st.text(max_size=4), st.integers(-3, 3), st.none(), st.booleans())
+_VALUES = st.recursive(_SCALARS, lambda inner: st.one_of(
+    st.lists(inner, max_size=4), st.dictionaries(_KEYS, inner, max_size=4)), max_leaves=12)
+
+
+def _reference(value):
+    """What ``dumps`` always did: one orjson call with the full rules; bytes or the error."""
+    import orjson
+    try:
+        return orjson.dumps(value, default=encoding._default, option=orjson.OPT_NON_STR_KEYS)
+    except TypeError as exc:
+        return type(exc), str(exc)
+
+
+def _encoded(fn, value):
+    try:
+        out = fn(value)
+    except TypeError as exc:
+        return type(exc), str(exc)
+    return out if isinstance(out, bytes) else b"".join(out.pieces())
+
+
+@settings(max_examples=400, deadline=None)
+@given(_VALUES)
+def test_dumps_fast_first_try_gives_the_bytes_or_error_of_the_full_rules(value):
+    """The first try (exact str keys, Decimal only, no Python callback) and the retries after
+    it: byte for byte the one-call encoding, non-str keys, bytes, intervals, sets, 65-bit
+    integers (an error either way) included."""
+    expected = _reference(value)
+    assert _encoded(encoding.dumps, value) == expected
+    assert _encoded(encoding.encode_lazy, value) == expected
+
+
+def test_encode_lazy_after_a_failed_first_try_numbers_its_markers_afresh():
+    """A Lazy part beside a non-str key fails the first two tries: the document is still
+    right (the markers of the failed try are forgotten)."""
+    lazy = encoding.EncodedRows()
+    lazy.add(encoding.dumps([{"a": Decimal("1.0")}]), 1)
+    value = {"rows": lazy, "x": [b"\x00", {1: lazy, "d": Decimal("2")}]}
+    doc = encoding.encode_lazy(value)
+    assert isinstance(doc, encoding.Lazy)
+    assert b"".join(doc.pieces()) == encoding.dumps(value) == \
+        b'{"rows":[{"a":"1.0"}],"x":["AA==",{"1":[{"a":"1.0"}],"d":"2"}]}'
+
+
 def test_socket_gone_sees_close_and_reset_but_not_pending_data():
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))

@@ -9,6 +9,7 @@ proof that the server still serves.  The demo database is real SQLite.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 
 import pytest
@@ -708,3 +709,162 @@ def test_memory_sessions_expire_are_deleted_and_track_calls_without_the_lock(mon
     store.untrack_call("c", 1)
     store.untrack_call("c", "1")
     assert store.calls_in_flight("c") == 0 and not store.cancel_call("c", 1)
+
+
+# ------------------------------------------------------------------ reply bytes of a read
+#: Ten rows with what a page's encoding must keep exactly: NUMERIC (scaled, unscaled, huge,
+#: negative, NaN), timestamps and dates, NULLs, unicode and every character JSON escapes,
+#: 64-bit integers at both ends, floats, booleans; then bytea and intervals (the values
+#: that need the encoder's full rules).
+WIRE_DDL = """
+CREATE TABLE wire (id bigint PRIMARY KEY, amount numeric(20,4), plain numeric, at timestamp, day date,
+                   note text, big bigint, ratio double precision, flag boolean, blob bytea, span interval);
+INSERT INTO wire VALUES
+ (1, 12.5, 1000, '2024-01-06 18:53:21', '2024-02-29', 'plain', 9223372036854775807, 0.1, true,
+  '\\x00ff', '1 day 02:03:04.5'),
+ (2, -0.0001, 0.000001, '1999-12-31 23:59:59.999999', '0001-01-01', 'quote " backslash \\ slash /',
+  -9223372036854775808, -1.5e300, false, '', '-3 seconds'),
+ (3, 9999999999999999.9999, 123456789012345678901234567890.123456789, '2024-01-06 00:00:00', NULL,
+  E'tab\\t newline\\n cr\\r ctl\\x01 \\x1f del\\x7f', 4294967296, 1e-7, NULL, NULL, NULL),
+ (4, NULL, 'NaN', NULL, '2024-12-31', E'l\\u2028s\\u2029 é 日本 😀 </script>', NULL, NULL, true,
+  '\\x68656c6c6f', '0'),
+ (5, 0, -0.0, '2024-06-01 12:00:00.5', '2024-06-01', '', 0, 0, false, '\\x7b7d', '1 mon'),
+ (6, 1.1, -1E+3, '2024-06-01 12:00:00.000001', '2024-06-02', '{"not": "json"}', -1, 3.0, true,
+  NULL, '1 year 2 mons 3 days'),
+ (7, 2.2, 2.50, '2024-06-01 12:00:00', '2024-06-03', 'Zoë Ångström', 2147483648, 2.5, true,
+  '\\x22', '00:00:00.000001'),
+ (8, 3.3, 3, '2024-06-01 12:00:00', '2024-06-04', NULL, -2147483649, NULL, NULL, '\\x5c', NULL),
+ (9, 4.4, 4.00, '2024-06-01 12:00:00', '2024-06-05', 'nine', 9007199254740993, 1e16, false,
+  '\\x00', '-1 days +02:00:00'),
+ (10, 5.5, 5.5, '2024-06-01 12:00:00', '2024-06-06', 'ten', 10, 10.25, true, '\\x0a', '10 minutes'),
+ (11, 6.6, 6, '2024-06-01 12:00:00', '2024-06-07', 'eleven: the look-ahead row', 11, 11, true, NULL, NULL);
+"""
+
+
+def _reference_reply(request_id, rows: list[dict], meta: dict) -> bytes:
+    """The reply as the encoder always wrote it, computed independently: one orjson call with
+    the documented type rules (NUMERIC as text, bytes as base64, intervals as ISO 8601
+    durations) and ``OPT_NON_STR_KEYS``; the text block is that JSON as a string, and
+    structuredContent the same JSON."""
+    import datetime
+    from decimal import Decimal
+
+    import orjson
+
+    from mcp_flask.encoding import iso_duration
+
+    def default(v):
+        if isinstance(v, Decimal):
+            return str(v)
+        if isinstance(v, (bytes, memoryview)):
+            return base64.b64encode(bytes(v)).decode()
+        if isinstance(v, datetime.timedelta):
+            return iso_duration(v)
+        raise TypeError(type(v))
+    opt = orjson.OPT_NON_STR_KEYS
+    body = orjson.dumps({"resource": rows, "meta": meta}, default=default, option=opt)
+    result = {"content": [{"type": "text", "text": body.decode()}], "isError": False,
+              "structuredContent": orjson.Fragment(body)}
+    return orjson.dumps({"jsonrpc": "2.0", "id": request_id, "result": result}, option=opt)
+
+
+@pytest.fixture(scope="module")
+def wire_pg():
+    """A PostgreSQL database holding ``WIRE_DDL``: ``(url, connect)``."""
+    from dialect_fixtures import create_pg_database
+    url, _name, connect, drop = create_pg_database("mcpf_wire_")
+    try:
+        conn = connect()
+        with conn.cursor() as cur:
+            cur.execute(WIRE_DDL)
+        conn.close()
+        yield url, connect
+    finally:
+        drop()
+
+
+#: The replies below as the server wrote them before the encoder's fast path (commit 0ddf06a):
+#: pinned, so the bytes on the wire can never drift unnoticed (the reference agrees with both).
+WIRE_REPLY = {
+    "numeric-only": (
+        b'{"jsonrpc":"2.0","id":"w1","result":{"content":[{"type":"text","text":"{\\"resour'
+        b'ce\\":[{\\"id\\":1,\\"amount\\":\\"12.5000\\",\\"plain\\":\\"1000\\",\\"at\\":\\"2024-01-06T18'
+        b':53:21\\",\\"day\\":\\"2024-02-29\\",\\"note\\":\\"plain\\",\\"big\\":9223372036854775807,\\'
+        b'"ratio\\":0.1,\\"flag\\":true},{\\"id\\":2,\\"amount\\":\\"-0.0001\\",\\"plain\\":\\"0.00000'
+        b'1\\",\\"at\\":\\"1999-12-31T23:59:59.999999\\",\\"day\\":\\"0001-01-01\\",\\"note\\":\\"quot'
+        b'e \\\\\\" backslash \\\\\\\\ slash /\\",\\"big\\":-9223372036854775808,\\"ratio\\":-1.5e+300'
+        b',\\"flag\\":false},{\\"id\\":3,\\"amount\\":\\"9999999999999999.9999\\",\\"plain\\":\\"1234'
+        b'56789012345678901234567890.123456789\\",\\"at\\":\\"2024-01-06T00:00:00\\",\\"day\\":nu'
+        b'll,\\"note\\":\\"tab\\\\t newline\\\\n cr\\\\r ctl\\\\u0001 \\\\u001f del\x7f\\",\\"big\\":42949672'
+        b'96,\\"ratio\\":1e-7,\\"flag\\":null},{\\"id\\":4,\\"amount\\":null,\\"plain\\":\\"NaN\\",\\"a'
+        b't\\":null,\\"day\\":\\"2024-12-31\\",\\"note\\":\\"l\xe2\x80\xa8s\xe2\x80\xa9 \xc3\xa9 \xe6\x97\xa5\xe6\x9c\xac \xf0\x9f\x98\x80 </script>\\",\\'
+        b'"big\\":null,\\"ratio\\":null,\\"flag\\":true},{\\"id\\":5,\\"amount\\":\\"0.0000\\",\\"plai'
+        b'n\\":\\"0.0\\",\\"at\\":\\"2024-06-01T12:00:00.500000\\",\\"day\\":\\"2024-06-01\\",\\"note\\'
+        b'":\\"\\",\\"big\\":0,\\"ratio\\":0.0,\\"flag\\":false},{\\"id\\":6,\\"amount\\":\\"1.1000\\",\\'
+        b'"plain\\":\\"-1000\\",\\"at\\":\\"2024-06-01T12:00:00.000001\\",\\"day\\":\\"2024-06-02\\",'
+        b'\\"note\\":\\"{\\\\\\"not\\\\\\": \\\\\\"json\\\\\\"}\\",\\"big\\":-1,\\"ratio\\":3.0,\\"flag\\":true}'
+        b',{\\"id\\":7,\\"amount\\":\\"2.2000\\",\\"plain\\":\\"2.50\\",\\"at\\":\\"2024-06-01T12:00:00'
+        b'\\",\\"day\\":\\"2024-06-03\\",\\"note\\":\\"Zo\xc3\xab \xc3\x85ngstr\xc3\xb6m\\",\\"big\\":2147483648,\\"rati'
+        b'o\\":2.5,\\"flag\\":true},{\\"id\\":8,\\"amount\\":\\"3.3000\\",\\"plain\\":\\"3\\",\\"at\\":\\"'
+        b'2024-06-01T12:00:00\\",\\"day\\":\\"2024-06-04\\",\\"note\\":null,\\"big\\":-2147483649,\\'
+        b'"ratio\\":null,\\"flag\\":null},{\\"id\\":9,\\"amount\\":\\"4.4000\\",\\"plain\\":\\"4.00\\",'
+        b'\\"at\\":\\"2024-06-01T12:00:00\\",\\"day\\":\\"2024-06-05\\",\\"note\\":\\"nine\\",\\"big\\":'
+        b'9007199254740993,\\"ratio\\":1e+16,\\"flag\\":false},{\\"id\\":10,\\"amount\\":\\"5.5000\\'
+        b'",\\"plain\\":\\"5.5\\",\\"at\\":\\"2024-06-01T12:00:00\\",\\"day\\":\\"2024-06-06\\",\\"note'
+        b'\\":\\"ten\\",\\"big\\":10,\\"ratio\\":10.25,\\"flag\\":true}],\\"meta\\":{\\"returned\\":10,'
+        b'\\"more\\":true,\\"limit\\":10,\\"offset\\":0,\\"next\\":10}}"}],"isError":false,"struct'
+        b'uredContent":{"resource":[{"id":1,"amount":"12.5000","plain":"1000","at":"2024-0'
+        b'1-06T18:53:21","day":"2024-02-29","note":"plain","big":9223372036854775807,"rati'
+        b'o":0.1,"flag":true},{"id":2,"amount":"-0.0001","plain":"0.000001","at":"1999-12-'
+        b'31T23:59:59.999999","day":"0001-01-01","note":"quote \\" backslash \\\\ slash /","b'
+        b'ig":-9223372036854775808,"ratio":-1.5e+300,"flag":false},{"id":3,"amount":"99999'
+        b'99999999999.9999","plain":"123456789012345678901234567890.123456789","at":"2024-'
+        b'01-06T00:00:00","day":null,"note":"tab\\t newline\\n cr\\r ctl\\u0001 \\u001f del\x7f","'
+        b'big":4294967296,"ratio":1e-7,"flag":null},{"id":4,"amount":null,"plain":"NaN","a'
+        b't":null,"day":"2024-12-31","note":"l\xe2\x80\xa8s\xe2\x80\xa9 \xc3\xa9 \xe6\x97\xa5\xe6\x9c\xac \xf0\x9f\x98\x80 </script>","big":null'
+        b',"ratio":null,"flag":true},{"id":5,"amount":"0.0000","plain":"0.0","at":"2024-06'
+        b'-01T12:00:00.500000","day":"2024-06-01","note":"","big":0,"ratio":0.0,"flag":fal'
+        b'se},{"id":6,"amount":"1.1000","plain":"-1000","at":"2024-06-01T12:00:00.000001",'
+        b'"day":"2024-06-02","note":"{\\"not\\": \\"json\\"}","big":-1,"ratio":3.0,"flag":true'
+        b'},{"id":7,"amount":"2.2000","plain":"2.50","at":"2024-06-01T12:00:00","day":"202'
+        b'4-06-03","note":"Zo\xc3\xab \xc3\x85ngstr\xc3\xb6m","big":2147483648,"ratio":2.5,"flag":true},{"id'
+        b'":8,"amount":"3.3000","plain":"3","at":"2024-06-01T12:00:00","day":"2024-06-04",'
+        b'"note":null,"big":-2147483649,"ratio":null,"flag":null},{"id":9,"amount":"4.4000'
+        b'","plain":"4.00","at":"2024-06-01T12:00:00","day":"2024-06-05","note":"nine","bi'
+        b'g":9007199254740993,"ratio":1e+16,"flag":false},{"id":10,"amount":"5.5000","plai'
+        b'n":"5.5","at":"2024-06-01T12:00:00","day":"2024-06-06","note":"ten","big":10,"ra'
+        b'tio":10.25,"flag":true}],"meta":{"returned":10,"more":true,"limit":10,"offset":0'
+        b',"next":10}}}}'),
+    "bytea-and-interval": "c26d65d4562029f57eb9c70be1de4ab0c94342dc74b20aa8b36aa9cf2d71265f",
+}
+
+
+@pytest.mark.parametrize("fields", ["id,amount,plain,at,day,note,big,ratio,flag", None],
+                         ids=["numeric-only", "bytea-and-interval"])
+def test_read_reply_bytes_are_exactly_the_documented_encoding(app_factory, wire_pg, fields):
+    """The whole HTTP body of a 10-row read (one more row exists) and its Content-Length:
+    byte for byte the reference encoding, the text block and structuredContent alike."""
+    url, connect = wire_pg
+    app = app_factory({"pg": {"url": url}})
+    c = McpTestClient(app, service="pg")
+    c.initialize()
+    args = {"tableName": "wire", "order": "id", "limit": 10}
+    if fields:
+        args["fields"] = fields
+    r = c.post({"jsonrpc": "2.0", "id": "w1", "method": "tools/call",
+                "params": {"name": "get_table_data", "arguments": args}}, Accept="application/json")
+    assert r.status_code == 200
+    conn = connect()
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"SELECT {fields or '*'} FROM wire ORDER BY id LIMIT 10")
+            names = [d[0] for d in cur.description]
+            rows = [dict(zip(names, row)) for row in cur.fetchall()]
+    finally:
+        conn.close()
+    expected = _reference_reply("w1", rows, {"returned": 10, "more": True, "limit": 10, "offset": 0,
+                                             "next": 10})
+    assert r.data == expected
+    assert r.headers["Content-Length"] == str(len(expected))
+    pinned = WIRE_REPLY["numeric-only" if fields else "bytea-and-interval"]
+    assert (r.data if fields else hashlib.sha256(r.data).hexdigest()) == pinned
