@@ -61,6 +61,19 @@ ENCODE_ROWS = 1000
 
 
 # ---------------------------------------------------------------- names
+def table_memo(table: Table, name: str) -> dict:
+    """The dict ``name`` kept on ``table``'s own object, made on first use.
+
+    What this module remembers about a table (select lists, orders, filters, SELECT
+    text) lives on the ``Table`` object itself, so a schema refresh, which builds new
+    ``Table`` objects, drops it all at once.
+    """
+    memo = table.__dict__.get(name)
+    if memo is None:
+        memo = table.__dict__[name] = {}
+    return memo
+
+
 def column_of(table: Table, name: str, what: str) -> Column:
     """The column ``name`` of ``table`` (case-insensitive), or InvalidArguments with a suggestion."""
     col = table.column(name)
@@ -134,9 +147,7 @@ def cached_select(table: Table, dialect, fields) -> Select:
     Kept on the ``Table`` itself, so a schema refresh (new Table objects) drops it.
     Callers that add helper columns must ``copy()`` it first.
     """
-    cache = table.__dict__.get("_record_selects")
-    if cache is None:
-        cache = table.__dict__["_record_selects"] = {}
+    cache = table_memo(table, "_record_selects")
     key = (fields if fields is None or isinstance(fields, str) else tuple(fields), dialect.name)
     sel = cache.get(key)
     if sel is None:
@@ -249,9 +260,7 @@ def stable_order(table: Table, order: list, sel: Select, grouped: bool, group_co
 
 def plain_order(table: Table, order) -> list:
     """Validated, tie-broken ORDER BY triples of an ungrouped read; cached per table object and text."""
-    cache = table.__dict__.get("_record_orders")
-    if cache is None:
-        cache = table.__dict__["_record_orders"] = {}
+    cache = table_memo(table, "_record_orders")
     key = order if order is None or isinstance(order, str) else tuple(order)
     got = cache.get(key)
     if got is None:
@@ -321,9 +330,7 @@ def row_filter(ctx, verb: str, table: Table, dialect) -> tuple[str, list]:
     # tuple and dialect.  Other hooks may build their answer per call: compiled every time.
     cacheable = type(hook) is MethodType and hook.__func__ is Access.row_filter
     if cacheable:
-        cache = base.__dict__.get("_role_filters")
-        if cache is None:
-            cache = base.__dict__["_role_filters"] = {}
+        cache = table_memo(base, "_role_filters")
         hit = cache.get(id(got))
         if hit is not None and hit[0] is got and hit[1] is dialect:
             return hit[2], list(hit[3])
@@ -351,9 +358,7 @@ def filter_sql(table: Table, dialect, text: str, params) -> tuple[str, list]:
     """
     if params:
         return compile_filter_text(text, table, dialect, params)
-    cache = table.__dict__.get("_record_filters")
-    if cache is None:
-        cache = table.__dict__["_record_filters"] = {}
+    cache = table_memo(table, "_record_filters")
     hit = cache.get(text)
     if hit is None:
         hit = compile_filter_text(text, table, dialect)
@@ -389,9 +394,7 @@ def select_sql(table: Table, dialect, sel: Select, where: str, params: list, ord
     whose values start with this call's WHERE values, as given, is kept: anything else
     is built afresh every time.
     """
-    cache = table.__dict__.get("_record_sql")
-    if cache is None:
-        cache = table.__dict__["_record_sql"] = {}
+    cache = table_memo(table, "_record_sql")
     key = (id(sel), id(order), where, limit, offset)
     got = cache.get(key)
     if got is not None and got[0] is sel and got[1] is order and got[2] is dialect and got[3] == len(params):
