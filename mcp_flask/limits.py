@@ -20,29 +20,12 @@ The other limits live where the work is: ``max_rows`` / ``max_batch`` in the
 tools, the request body size in the transport (413), the statement timeout in
 the dialects.
 
-Imports errors only.
+Imports ``errors`` and ``native`` only.
 """
 from __future__ import annotations
 
-import sys
-import threading
-
 from .errors import LimitExceeded
-
-
-def _native_lock():
-    """A lock of the OS thread library even under gevent's monkey patching.
-
-    The limiter's critical sections are a dict read and a dict write: they never
-    block or yield, so a greenlet can not be switched out while holding the lock,
-    and the native lock costs a fraction of gevent's cooperative one (taken twice
-    per tool call).  Real threads (a threaded worker) are still excluded.
-    """
-    monkey = sys.modules.get("gevent.monkey")
-    if monkey is not None:
-        # The unpatched function whether or not ``_thread`` was patched.
-        return monkey.get_original("_thread", "allocate_lock")()
-    return threading.Lock()
+from .native import native_lock
 
 
 class Limiter:
@@ -51,7 +34,8 @@ class Limiter:
     def __init__(self, store):
         self.store = store
         self._running: dict[str, int] = {}
-        self._lock = _native_lock()
+        # Its critical sections are a dict read and a dict write: they never block (native_lock).
+        self._lock = native_lock()
 
     def admit(self, call, access) -> "_Admission":
         """A context manager running its body as one admitted tool call, or raising

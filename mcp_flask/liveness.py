@@ -20,7 +20,7 @@ cancellation) ``client_gone()`` is always False.
 consumes a byte and works the same under TLS; where ``POLLRDHUP`` is missing, a
 ``MSG_PEEK`` read that returns ``b""`` (end of stream).
 
-Imports nothing from the project.
+Imports ``native`` only.
 """
 from __future__ import annotations
 
@@ -28,6 +28,8 @@ import contextvars
 import select
 import socket
 from contextlib import contextmanager
+
+from .native import original_poll
 
 #: The current request's client: a socket, or a zero-argument callable answering "gone?".
 _CLIENT: contextvars.ContextVar = contextvars.ContextVar("mcp_client", default=None)
@@ -69,17 +71,7 @@ def watching(client):
         unwatch(token)
 
 
-def _original_poll():
-    # gevent's monkey patching (gunicorn's gevent workers) removes select.poll; a
-    # zero-timeout poll never blocks, so the original is safe to call from a greenlet.
-    try:
-        from gevent import monkey
-        return monkey.get_original("select", "poll")
-    except Exception:  # noqa: BLE001 - no gevent: the standard library's
-        return getattr(select, "poll", None)
-
-
-_POLL = _original_poll()
+_POLL = original_poll()
 _GONE_EVENTS = getattr(select, "POLLRDHUP", 0) | getattr(select, "POLLHUP", 0) | getattr(select, "POLLERR", 0)
 
 

@@ -39,6 +39,8 @@ import time
 from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram,
                                generate_latest, values)
 
+from .native import native_lock
+
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 _PID = [os.getpid()]
@@ -54,24 +56,6 @@ def _cached_pid() -> int:
     return _PID[0]
 
 
-def _native_lock():
-    """A new operating-system lock, even after gevent patched ``threading``.
-
-    prometheus-client guards every value update with ``threading.Lock``; once gevent
-    has patched the standard library that is a greenlet-aware lock written in
-    Python-level machinery (hub lookups, owner checks), a large part of the cost of
-    an increment.  The critical section here never blocks and never yields to
-    another greenlet (a float update and a 16-byte write into an mmap), so an OS
-    lock is both correct under gevent and still excludes real threads (gthread or
-    sync workers, background threads)."""
-    try:
-        from gevent import monkey
-    except ImportError:  # pragma: no cover - gevent is a dependency
-        import _thread
-        return _thread.allocate_lock()
-    return monkey.get_original("_thread", "allocate_lock")()
-
-
 def _mmap_value_class(process_identifier=_cached_pid):
     """prometheus-client's multiprocess value class (``values.MultiProcessValue``), leaner.
 
@@ -79,7 +63,7 @@ def _mmap_value_class(process_identifier=_cached_pid):
     kind of value and process, written with ``prometheus_client.mmap_dict``, read
     back by ``MultiProcessCollector`` unchanged.  What differs:
 
-    * an OS lock instead of ``threading.Lock`` (see ``_native_lock``);
+    * an OS lock instead of ``threading.Lock`` (``native.native_lock``: the critical section never blocks);
     * no process-id check per update: a forked child reopens its own files from
       an ``os.register_at_fork`` hook instead (``after_fork``), as the library
       would on the child's first update;
@@ -93,7 +77,7 @@ def _mmap_value_class(process_identifier=_cached_pid):
     from prometheus_client import values as pc_values
     from prometheus_client.mmap_dict import MmapedDict, mmap_key
 
-    lock = _native_lock()
+    lock = native_lock()
     files: dict = {}
     instances: list = []
     pid = [process_identifier()]
@@ -196,7 +180,7 @@ def _mmap_value_class(process_identifier=_cached_pid):
             if pid[0] == new_pid:
                 return
             pid[0] = new_pid
-            lock = _native_lock()   # the parent may have forked while another thread held it
+            lock = native_lock()   # the parent may have forked while another thread held it
             for f in files.values():
                 f.close()
             files.clear()

@@ -87,6 +87,7 @@ from redis.retry import Retry
 
 from . import encoding
 from .errors import HttpError
+from .native import original_poll
 from .sessions import GET_STREAM, LocalCalls, Session, _key
 
 log = logging.getLogger("mcp_flask.redis_store")
@@ -109,19 +110,9 @@ INV_POLL_S = 0.5
 #: Most records cached per worker (beyond it, records are served from Redis uncached).
 MAX_CACHED = 100_000
 
-
-def _original_poll():
-    """``select.poll`` as the standard library has it (gevent's monkey patching removes it;
-    a zero-timeout poll never blocks, so the original is safe in a greenlet); None where
-    the platform has no poll (then every drain asks redis-py)."""
-    try:
-        from gevent import monkey
-        return monkey.get_original("select", "poll")
-    except Exception:  # noqa: BLE001 - no gevent: the standard library's
-        return getattr(select, "poll", None)
-
-
-_POLL = _original_poll()
+#: ``select.poll`` even under gevent, for the cached hit's zero-timeout check of the
+#: invalidation socket (None: no poll here, every drain asks redis-py).
+_POLL = original_poll()
 
 #: +1 in every child process after a fork: stores compare it with the value they started
 #: their subscriber under, which is cheaper per request than asking ``os.getpid()``.
