@@ -96,6 +96,7 @@ def run_toolbox(seconds: float, concurrency, sizes, start_id: int = START_ID) ->
                              "--allowed-hosts", "127.0.0.1"],
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}/mcp"
+    failed = False      # a failed run keeps ``work`` (its config and log) for a look
     try:
         _wait(port, proc)
         rss = RssSampler(proc.pid)
@@ -124,7 +125,8 @@ def run_toolbox(seconds: float, concurrency, sizes, start_id: int = START_ID) ->
         rss.stop()
         return out
     except Exception as exc:  # noqa: BLE001 - keep our own results
-        return {"skipped": f"toolbox run failed: {type(exc).__name__}: {exc}"}
+        failed = True
+        return {"skipped": f"toolbox run failed: {type(exc).__name__}: {exc} (its log: {log.name})"}
     finally:
         proc.terminate()
         try:
@@ -132,6 +134,8 @@ def run_toolbox(seconds: float, concurrency, sizes, start_id: int = START_ID) ->
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+        if not failed:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def _post(conn, body: str) -> bytes:

@@ -202,7 +202,8 @@ def run(args) -> dict:
                     log(f"{d}: slow-query isolation...")
                     ours["isolation"] = scenarios.isolation(server, svc, min(args.seconds, 5.0), start_id=args.start_id)
             except Exception as exc:  # noqa: BLE001 - keep the other databases' results
-                log(f"  {d}: FAILED: {type(exc).__name__}: {exc}")
+                server.keep = True
+                log(f"  {d}: FAILED: {type(exc).__name__}: {exc} (server log kept: {server.log_path})")
                 ours["error"] = f"{type(exc).__name__}: {exc}"
         if args.profile and args.profile_db in urls:
             log(f"profiling the worker under the c16 {args.profile_db} load...")

@@ -13,6 +13,7 @@ Workers' own ``VmHWM`` (kernel-tracked peak) is read too.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -170,6 +171,9 @@ class BenchServer:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.dir = tempfile.mkdtemp(prefix="mcpf-bench-")
+        #: Keep ``dir`` (config and server log) after ``stop``: set when something failed, so
+        #: the log can be read; otherwise it goes (its audit lines reach ~20 MB per load point).
+        self.keep = False
         self.config = os.path.join(self.dir, "bench.toml")
         server = [f'[server]\nbind = "127.0.0.1:{self.port}"\nlog_level = "warning"\n',
                   f'data_dir = "{self.dir}"\n', 'session_ttl = 3600.0\n']
@@ -190,6 +194,7 @@ class BenchServer:
         try:
             self._wait_ready()
         except Exception:
+            self.keep = True
             self.stop()
             raise
         self.rss = RssSampler(self.proc.pid)
@@ -238,3 +243,5 @@ class BenchServer:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(5)
         self._log.close()
+        if not self.keep:
+            shutil.rmtree(self.dir, ignore_errors=True)

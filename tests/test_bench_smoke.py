@@ -87,3 +87,21 @@ def test_load_generator_counts_tool_errors(tmp_path, monkeypatch):
         assert r["calls"] > 0 and r["errors"] == 0, r
     finally:
         server.stop()
+    # Its config and log (audit lines of every call) go with it: repeated runs must not fill /tmp.
+    assert not os.path.exists(server.dir)
+
+
+def test_a_failed_run_keeps_the_server_log(tmp_path, monkeypatch):
+    """``keep`` (set by run.py when a scenario failed) leaves the log in place to be read."""
+    import shutil
+    monkeypatch.setattr("bench.seed.CACHE_DIR", str(tmp_path))
+    from bench import seed
+    from bench.server import BenchServer
+    url, _ = seed.seed_sqlite(2000)
+    server = BenchServer({"sqlite": url}, pool=4)
+    server.keep = True
+    server.stop()
+    try:
+        assert os.path.exists(server.log_path)
+    finally:
+        shutil.rmtree(server.dir, ignore_errors=True)
