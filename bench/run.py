@@ -327,6 +327,7 @@ def report(res: dict) -> str:
             for n, r in p.get("large", {}).items():
                 lines.append(f"  {n} rows: {r['ms']:.1f} ms, {r['bytes'] / 1e6:.2f} MB")
     lines += _cpu_split_lines(res)
+    lines += target_lines(res)
     prof = res.get("profile")
     if prof:
         lines += ["", f"Profile of the worker under the c16 {prof.get('db', 'postgresql')} load (py-spy):"]
@@ -373,6 +374,59 @@ def _cpu_split_lines(res: dict) -> list[str]:
     for name, calls, c in rows:
         out.append(f"{name:<14}{calls:>8.0f} {_f(c.get('server')):>7} {_f(c.get('database')):>9} "
                    f"{_f(c.get('loadgen')):>8} {_f(c.get('busy')):>8}")
+    return out
+
+
+def _get(table: dict, key):
+    """``table[key]`` whether the run's keys are ints or (read back from JSON) strings."""
+    return table.get(key) or table.get(str(key)) or {}
+
+
+def _verdict(ok) -> str:
+    return "not measured" if ok is None else "met" if ok else "NOT MET"
+
+
+def target_lines(res: dict) -> list[str]:
+    """Issue 8's targets, each with what this run measured and whether it is met.
+
+    Only what the run measured is judged: a target whose scenario did not run (no
+    ``--peers``, a size below 10,000 rows, ``--no-isolation``) says "not measured".
+    """
+    dbs = {d: r for d, r in res["databases"].items() if "skipped" not in r}
+    out = ["", "Targets (issue 8), judged on this run:"]
+    pg = dbs.get("postgresql", {}).get("ours", {})
+    ours16 = _get(pg.get("small", {}), 16)
+    peer16 = _get((res.get("peers") or {}).get("small", {}), 16)
+    if ours16.get("calls_s") and peer16.get("calls_s"):
+        ok = ours16["calls_s"] >= peer16["calls_s"]
+        out.append(f"  PostgreSQL 10-row call at c16 >= MCP Toolbox's calls/s: {ours16['calls_s']:,.0f} vs "
+                   f"{peer16['calls_s']:,.0f} ({ours16['calls_s'] / peer16['calls_s']:.2f}x): {_verdict(ok)}")
+    else:
+        out.append(f"  PostgreSQL 10-row call at c16 >= MCP Toolbox's calls/s: {_verdict(None)} (--peers)")
+    if ours16.get("calls_s"):
+        ok = ours16["p99_ms"] < 25 and ours16["errors"] == 0
+        out.append(f"  PostgreSQL c16 p99 < 25 ms with no errors: {ours16['p99_ms']:.2f} ms, "
+                   f"{ours16['errors']} errors: {_verdict(ok)}")
+    for d, r in dbs.items():
+        o = _get(r["ours"].get("large", {}), 10000)
+        f = _get(r["floor"].get("large", {}), 10000).get("json", {})
+        if o.get("ms") and f.get("ms"):
+            out.append(f"  {d}: 10,000 rows faster than the raw driver + json.dumps: {o['ms']:.1f} vs "
+                       f"{f['ms']:.1f} ms ({o['ms'] / f['ms']:.2f}x): {_verdict(o['ms'] < f['ms'])}")
+        big = _get(r["ours"].get("large", {}), 100000)
+        if "rss_growth_mb" in big:
+            out.append(f"  {d}: one 100,000-row call grows the server's RSS < 30 MB: "
+                       f"+{big['rss_growth_mb']:.1f} MB: {_verdict(big['rss_growth_mb'] < 30)}")
+        cc = r["ours"].get("concurrent_10k")
+        if cc:
+            ok = cc["rss_growth_mb"] < 100 and cc["errors"] == 0
+            out.append(f"  {d}: 16 concurrent 10,000-row calls grow it < 100 MB: "
+                       f"+{cc['rss_growth_mb']:.1f} MB, {cc['errors']} errors: {_verdict(ok)}")
+        iso = r["ours"].get("isolation")
+        if iso and "skipped" not in iso:
+            ok = iso["p99_ratio"] < 2 and iso["slow_calls_ok"] == iso["slow_calls_completed"]
+            out.append(f"  {d}: c16 p99 with five 2-second queries in flight < 2x idle: "
+                       f"x{iso['p99_ratio']:.2f}: {_verdict(ok)}")
     return out
 
 

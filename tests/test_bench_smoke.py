@@ -105,3 +105,28 @@ def test_a_failed_run_keeps_the_server_log(tmp_path, monkeypatch):
         assert os.path.exists(server.log_path)
     finally:
         shutil.rmtree(server.dir, ignore_errors=True)
+
+
+def test_target_lines_judge_what_was_measured():
+    """The report's target verdicts follow the numbers (both ways), and a scenario that did
+    not run is "not measured", never "met"."""
+    from bench.run import target_lines
+    small = {"16": {"calls_s": 4000.0, "p99_ms": 9.0, "errors": 0}}
+    res = {"databases": {"postgresql": {
+        "ours": {"small": small,
+                 "large": {"10000": {"ms": 20.0}, "100000": {"rss_growth_mb": 31.0}},
+                 "concurrent_10k": {"rss_growth_mb": 5.0, "errors": 0},
+                 "isolation": {"p99_ratio": 2.5, "slow_calls_ok": 15, "slow_calls_completed": 15}},
+        "floor": {"large": {"10000": {"json": {"ms": 30.0}}}}}},
+        "peers": {"small": {"16": {"calls_s": 5000.0}}}}
+    text = "\n".join(target_lines(res))
+    assert "4,000 vs 5,000 (0.80x): NOT MET" in text
+    assert "9.00 ms, 0 errors: met" in text
+    assert "20.0 vs 30.0 ms (0.67x): met" in text
+    assert "+31.0 MB: NOT MET" in text
+    assert "+5.0 MB, 0 errors: met" in text
+    assert "x2.50: NOT MET" in text
+    res["peers"]["small"]["16"]["calls_s"] = 3000.0
+    assert "(1.33x): met" in "\n".join(target_lines(res))
+    del res["peers"]
+    assert "calls/s: not measured (--peers)" in "\n".join(target_lines(res))
