@@ -276,7 +276,14 @@ class Transport:
         return [body] if body else []
 
     def json(self, environ, start_response, payload, status: int = 200, extra=None):
-        return self.respond(environ, start_response, status, encoding.encode_lazy(payload),
+        body = encoding.encode_lazy(payload)
+        if type(body) is bytes and not extra and "HTTP_ORIGIN" not in environ:
+            # ``respond`` written out for the common answer (every tool call's): an encoded
+            # body, no extra headers, no CORS.  Same status line, headers and body.
+            start_response(_STATUS.get(status) or f"{status} Error",
+                           [JSON_HEADERS[0], ("Content-Length", str(len(body)))])
+            return [body] if body else []
+        return self.respond(environ, start_response, status, body,
                             JSON_HEADERS + list(extra) if extra else JSON_HEADERS)
 
     def http_error(self, environ, start_response, exc: HttpError):
