@@ -172,7 +172,6 @@ def run(args) -> dict:
                     log(f"floor {d} c{c} {enc}...")
                     fl["small"].setdefault(c, {})[enc] = floors.throughput(
                         d, sql, params, c, max(1.0, args.seconds / 2), enc, sqlite_file)
-            fl["large"] = {n: floors.fetch_times(d, n, sqlite_file=sqlite_file) for n in args.size_list}
 
     pool = args.pool or max(16, 64 // args.workers)
     server = BenchServer({SERVICE[d]: u for d, u in urls.items()}, workers=args.workers,
@@ -196,6 +195,12 @@ def run(args) -> dict:
                                                                          args.start_id)
                 log(f"{d}: large fetches {args.size_list}...")
                 ours["large"] = scenarios.large_fetches(server, svc, args.size_list)
+                if not args.no_floors:
+                    # The large-fetch floor right after ours, not minutes before: a slow stretch
+                    # of the shared machine then weighs on both sides of the ratio.
+                    sqlite_file = seed.sqlite_path(args.rows) if d == "sqlite" else None
+                    results["databases"][d]["floor"]["large"] = {
+                        n: floors.fetch_times(d, n, sqlite_file=sqlite_file) for n in args.size_list}
                 if max(args.size_list) >= 10000:
                     ours["concurrent_10k"] = scenarios.concurrent_fetch_rss(server, svc)
                 if not args.no_isolation and d != "sqlite":
