@@ -63,14 +63,13 @@ def test_healthz_and_readyz_with_every_dependency(app_factory, demo_db):
     assert body["session_store"] == {"ok": True, "kind": "memory"}
 
 
-def test_readyz_reports_redis_and_recovers():
+def test_readyz_reports_redis_and_recovers(tmp_path):
     server = ThrowawayRedis()
     try:
         from conftest import make_settings
         from mcp_flask import create_app
-        import tempfile
-        app = create_app(make_settings({"demo": {"url": "sqlite:///" + tempfile.mktemp(suffix=".db"), "demo": True}},
-                                       redis_url=server.url, data_dir=tempfile.mkdtemp()),
+        app = create_app(make_settings({"demo": {"url": f"sqlite:///{tmp_path / 'demo.db'}", "demo": True}},
+                                       redis_url=server.url, data_dir=str(tmp_path / "data")),
                          check_databases=False)
         http = app.test_client()
         r = http.get("/readyz")

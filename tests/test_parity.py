@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import copy
 import json
-import tempfile
 
 import pytest
 
@@ -37,25 +36,19 @@ ROUTINE_TOOLS = {"get_stored_procedures", "call_stored_procedure", "get_stored_f
 UNBOUNDED = {"text", "binary", "json", "jsonb", "longtext", "mediumtext"}
 
 
-class _Tmp:
-    def mktemp(self, name):
-        import pathlib
-        return pathlib.Path(tempfile.mkdtemp(prefix=name))
-
-
 @pytest.fixture(scope="module")
-def clients():
+def clients(tmp_path_factory):
     """One initialized client per dialect, each on its own service of one app."""
     from mcp_flask import close_app, create_app
     dbs = {}
     try:
-        dbs["sqlite"] = df._sqlite_db(_Tmp())
+        dbs["sqlite"] = df._sqlite_db(tmp_path_factory)
         dbs["postgresql"] = df._pg_db()
         dbs["mysql"] = df._mysql_db()
         for db in dbs.values():
             db.load()
         app = create_app(make_settings({k: {"url": db.url} for k, db in dbs.items()},
-                                       data_dir=tempfile.mkdtemp()), check_databases=False)
+                                       data_dir=str(tmp_path_factory.mktemp("data"))), check_databases=False)
         out = {}
         for k in SERVICES:
             c = McpTestClient(app, service=k)
@@ -241,12 +234,12 @@ def test_get_table_data(clients, args):
 
 # ---------------------------------------------------------------------------- routines (PostgreSQL vs MySQL)
 @pytest.fixture(scope="module")
-def routine_clients():
+def routine_clients(tmp_path_factory):
     from mcp_flask import close_app, create_app
     pg, my = make_pg_db(), make_mysql_db()
     try:
         app = create_app(make_settings({"postgresql": {"url": pg.url}, "mysql": {"url": my.url}},
-                                       data_dir=tempfile.mkdtemp()), check_databases=False)
+                                       data_dir=str(tmp_path_factory.mktemp("data"))), check_databases=False)
         out = {}
         for k in ("postgresql", "mysql"):
             c = McpTestClient(app, service=k)
