@@ -232,6 +232,11 @@ def run(args) -> dict:
 
 
 # ---------------------------------------------------------------------------- printing
+def _get(table: dict, key):
+    """``table[key]`` whether the run's keys are ints or (read back from JSON) strings."""
+    return table.get(key) or table.get(str(key)) or {}
+
+
 def _f(v, fmt="{:.0f}"):
     return "-" if v is None else fmt.format(v)
 
@@ -264,8 +269,8 @@ def report(res: dict) -> str:
         small = r["ours"].get("small", {})
         fl = r["floor"].get("small", {})
         for c in res["settings"]["concurrency"]:
-            o = small.get(c) or small.get(str(c)) or {}
-            f = fl.get(c) or fl.get(str(c)) or {}
+            o = _get(small, c)
+            f = _get(fl, c)
             lines.append(
                 f"{d:<11}{c:>5} | {_f(o.get('calls_s')):>7} {_f(o.get('p50_ms'), '{:.2f}'):>6} "
                 f"{_f(o.get('p99_ms'), '{:.2f}'):>6} {_f(o.get('errors')):>4} {_f(o.get('cpu_us_per_call')):>6} | "
@@ -277,8 +282,8 @@ def report(res: dict) -> str:
             lines.append(f"{d:<11} stateless skipped: {stateless['skipped']}")
         elif stateless:
             for c in res["settings"]["concurrency"]:
-                o = stateless.get(c) or stateless.get(str(c)) or {}
-                f = fl.get(c) or fl.get(str(c)) or {}
+                o = _get(stateless, c)
+                f = _get(fl, c)
                 lines.append(
                     f"{d[:6] + ' (sl)':<11}{c:>5} | {_f(o.get('calls_s')):>7} {_f(o.get('p50_ms'), '{:.2f}'):>6} "
                     f"{_f(o.get('p99_ms'), '{:.2f}'):>6} {_f(o.get('errors')):>4} {_f(o.get('cpu_us_per_call')):>6} | {'':>7} {'':>7} {'':>8} {'':>8} | "
@@ -295,8 +300,8 @@ def report(res: dict) -> str:
         large = r["ours"].get("large", {})
         fl = r["floor"].get("large", {})
         for n in res["settings"]["sizes"]:
-            o = large.get(n) or large.get(str(n)) or {}
-            f = fl.get(n) or fl.get(str(n)) or {}
+            o = _get(large, n)
+            f = _get(fl, n)
             lines.append(
                 f"{d:<11}{n:>7} | {_f(o.get('ms'), '{:.1f}'):>8} {_f(o.get('bytes') and o['bytes'] / 1e6, '{:.2f}'):>6} "
                 f"{_f(o.get('rss_growth_mb'), '{:.1f}'):>7} | {_f(f.get('raw', {}).get('ms'), '{:.1f}'):>7} "
@@ -364,11 +369,11 @@ def _cpu_split_lines(res: dict) -> list[str]:
         if "skipped" in r:
             continue
         small = r["ours"].get("small", {})
-        o = small.get(conns) or small.get(str(conns)) or {}
+        o = _get(small, conns)
         if o.get("cpu_split_us"):
             rows.append((d, o["calls_s"], o["cpu_split_us"]))
     peer = (res.get("peers") or {}).get("small", {})
-    p = peer.get(conns) or peer.get(str(conns)) or {}
+    p = _get(peer, conns)
     if p.get("cpu_split_us"):
         rows.append(("Toolbox (PG)", p["calls_s"], p["cpu_split_us"]))
     if not rows:
@@ -380,11 +385,6 @@ def _cpu_split_lines(res: dict) -> list[str]:
         out.append(f"{name:<14}{calls:>8.0f} {_f(c.get('server')):>7} {_f(c.get('database')):>9} "
                    f"{_f(c.get('loadgen')):>8} {_f(c.get('busy')):>8}")
     return out
-
-
-def _get(table: dict, key):
-    """``table[key]`` whether the run's keys are ints or (read back from JSON) strings."""
-    return table.get(key) or table.get(str(key)) or {}
 
 
 def _verdict(ok) -> str:
