@@ -31,7 +31,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(HERE))
 
-from bench import floors, loadgen, scenarios, seed  # noqa: E402
+from bench import floors, interpreter, loadgen, scenarios, seed  # noqa: E402
 from bench.server import BenchServer  # noqa: E402
 
 SERVICE = {"postgresql": "pg", "mysql": "mysql", "sqlite": "sqlite"}
@@ -94,6 +94,10 @@ def parse_args(argv=None):
     p.add_argument("--profile-db", default="postgresql", help="database to profile (default postgresql)")
     p.add_argument("--force-seed", action="store_true", help="re-create the benchmark tables")
     p.add_argument("--output", help="results file (default bench/results/<timestamp>.json)")
+    p.add_argument("--python", default="auto",
+                   help="interpreter to run under: 'auto' (default: the fastest CPython 3.11+ found, the "
+                        "running one or the system's python3, timed; see bench/interpreter.py), 'current' "
+                        "(the running one) or a path")
     args = p.parse_args(argv)
     args.dbs = [d.strip() for d in args.db.split(",") if d.strip()]
     for d in args.dbs:
@@ -137,9 +141,9 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def run(args) -> dict:
+def run(args, selection: dict | None = None) -> dict:
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    results: dict = {"stamp": stamp, "machine": machine(), "settings": {
+    results: dict = {"stamp": stamp, "machine": machine(), "interpreter": selection, "settings": {
         "rows": args.rows, "seconds": args.seconds, "concurrency": args.conc, "sizes": args.size_list,
         "workers": args.workers, "redis": bool(args.redis), "worker_class": args.worker_class, "quick": args.quick,
         "small_call": scenarios.small_args(args.start_id)}, "databases": {}}
@@ -220,6 +224,17 @@ def run(args) -> dict:
     finally:
         server.stop()
 
+    original = (selection or {}).get("running", {}).get("executable")
+    if original and original != sys.executable and urls:
+        # The interpreter was switched (bench/interpreter.py): the headline call served by the
+        # one the harness was started with too, so the report shows what the switch is worth.
+        d = "postgresql" if "postgresql" in urls else next(iter(urls))
+        c = 16 if 16 in args.conc else max(args.conc)
+        log(f"{d}: the c{c} 10-row call served by the starting interpreter ({original})...")
+        results["running_interpreter"] = dict(scenarios.served_by(
+            original, {SERVICE[d]: urls[d]}, SERVICE[d], args.seconds, args.workers, args.redis, pool,
+            args.worker_class, args.start_id, connections=c), db=d, connections=c)
+
     if args.peers:
         if "postgresql" in urls:
             from bench import peers
@@ -251,7 +266,8 @@ def report(res: dict) -> str:
              f"Python {m['python']}, load average {m['loadavg']} -> {m.get('loadavg_end', '?')}",
              f"settings: {res['settings']['rows']} rows, {res['settings']['seconds']:.0f} s per point, "
              f"{res['settings']['workers']} worker(s); 10-row call: get_table_data "
-             f"{json.dumps(res['settings']['small_call'])}", ""]
+             f"{json.dumps(res['settings']['small_call'])}"]
+    lines += interpreter_lines(res) + [""]
     if res.get("ceiling"):
         lines.append("Load generator + server ceiling on trivial requests:")
         for name, r in res["ceiling"].items():
@@ -387,6 +403,31 @@ def _cpu_split_lines(res: dict) -> list[str]:
     return out
 
 
+def interpreter_lines(res: dict) -> list[str]:
+    """Which interpreter ran the benchmark and why; when it is not the one the harness was
+    started with, that one's c16 PostgreSQL figure beside ours (bench/interpreter.py)."""
+    sel = res.get("interpreter")
+    if not sel:
+        return []
+    base, running = sel["base"], sel["running"]
+    out = [f"interpreter: Python {interpreter.describe(base)}"
+           + ("" if base.get("executable") == running.get("executable")
+              else f", instead of the starting {interpreter.describe(running)}") + f": {sel['reason']}"]
+    alt = res.get("running_interpreter")
+    if alt:
+        d, c = alt["db"], alt["connections"]
+        if "error" in alt:
+            out.append(f"  the starting interpreter's c{c} {d} point failed: {alt['error']}")
+        else:
+            theirs = _get(alt["small"], c)
+            ours = _get(res["databases"].get(d, {}).get("ours", {}).get("small", {}), c)
+            out.append(f"  the same c{c} {d} call served by the starting interpreter: "
+                       f"{theirs.get('calls_s', 0):,.0f} calls/s, p99 {theirs.get('p99_ms', 0):.2f} ms, worker "
+                       f"cpu {_f(theirs.get('cpu_us_per_call'))} µs/call (this run's: "
+                       f"{ours.get('calls_s', 0):,.0f} calls/s, {_f(ours.get('cpu_us_per_call'))} µs/call)")
+    return out
+
+
 def _verdict(ok) -> str:
     return "not measured" if ok is None else "met" if ok else "NOT MET"
 
@@ -436,8 +477,19 @@ def target_lines(res: dict) -> list[str]:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
-    res = run(args)
+    if interpreter.ENV_MARK in os.environ:
+        selection = json.loads(os.environ[interpreter.ENV_MARK])     # already chosen: this is the re-run
+    else:
+        selection = interpreter.select(args.python)
+        if selection["base"] is not selection["running"]:
+            python = interpreter.venv_python(selection["base"], log)
+            log(f"interpreter: {interpreter.describe(selection['base'])}, not the running "
+                f"{interpreter.describe(selection['running'])}: {selection['reason']}; re-running under {python}")
+            env = dict(os.environ, **{interpreter.ENV_MARK: json.dumps(selection)})
+            os.execve(python, [python, os.path.abspath(__file__), *argv], env)
+    res = run(args, selection)
     path = args.output or os.path.join(RESULTS_DIR, f"{res['stamp']}.json")
     with open(path, "w") as fh:
         json.dump(res, fh, indent=1, default=str)

@@ -164,10 +164,12 @@ def service_block(name: str, url: str, pool: int) -> str:
 
 
 class BenchServer:
-    """One ``mcp-flask serve`` process serving the benchmark services."""
+    """One ``mcp-flask serve`` process serving the benchmark services (under ``python``:
+    default the harness's own interpreter; the checkout is its working directory, so
+    ``-m mcp_flask.cli`` serves the checkout's code whatever that interpreter has installed)."""
 
     def __init__(self, services: dict, workers: int = 1, redis_url: str = "", pool: int = 70,
-                 env: dict | None = None):
+                 env: dict | None = None, python: str | None = None):
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.dir = tempfile.mkdtemp(prefix="mcpf-bench-")
@@ -187,7 +189,7 @@ class BenchServer:
         e.update({"PYTHONUNBUFFERED": "1"})
         e.update(env or {})
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "mcp_flask.cli", "serve", "--config", self.config,
+            [python or sys.executable, "-m", "mcp_flask.cli", "serve", "--config", self.config,
              "--workers", str(workers)],
             cwd=ROOT, env=e, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
         self.workers = workers

@@ -17,7 +17,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_harness_modules_import():
-    for name in ("seed", "floors", "server", "client", "loadgen", "scenarios", "peers", "run"):
+    for name in ("seed", "floors", "server", "client", "loadgen", "scenarios", "peers", "interpreter", "run"):
         mod = importlib.import_module(f"bench.{name}")
         assert mod.__doc__, f"bench.{name} has no module docstring"
 
@@ -39,7 +39,7 @@ def test_quick_run_against_sqlite_produces_numbers(tmp_path):
     proc = subprocess.run(
         [sys.executable, os.path.join(ROOT, "bench", "run.py"), "--quick", "--db", "sqlite",
          "--rows", "20000", "--seconds", "1", "--concurrency", "1,4", "--sizes", "1000,3000",
-         "--stateless", "--output", str(out)],
+         "--stateless", "--python", "current", "--output", str(out)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads(out.read_text())
@@ -130,3 +130,51 @@ def test_target_lines_judge_what_was_measured():
     assert "(1.33x): met" in "\n".join(target_lines(res))
     del res["peers"]
     assert "calls/s: not measured (--peers)" in "\n".join(target_lines(res))
+
+
+def test_interpreter_pick_needs_a_clear_gain():
+    """Another interpreter replaces the running one only when it is at least 5% faster."""
+    from bench.interpreter import pick
+    assert pick(1.0, {"/a": 0.97}) is None                  # within the workload's noise
+    assert pick(1.0, {"/a": 0.90, "/b": 0.80}) == "/b"      # the fastest clear winner
+    assert pick(1.0, {"/a": None, "/b": 1.2}) is None       # failed or slower: stay
+
+
+def test_probe_describes_interpreters():
+    import platform
+    from bench.interpreter import describe, probe, select
+    me = probe(sys.executable)
+    assert me["version"] == platform.python_version() and me["implementation"] == "CPython"
+    assert isinstance(me["libpython"], bool)
+    assert describe(me).startswith(f"{me['version']} at {sys.executable} (")
+    assert probe("/nonexistent/python3") is None
+    sel = select("current")
+    assert sel["base"] is sel["running"] and sel["reason"] == "--python current"
+    assert select(sys.executable)["base"]["executable"] == sys.executable
+
+
+def test_rerun_under_another_interpreter(tmp_path):
+    """``--python PATH`` re-runs the harness under PATH in a venv of its own (made in the bench
+    cache), and the report puts the starting interpreter's figure beside this run's."""
+    base = os.path.join(sys.base_prefix, "bin", "python%d.%d" % sys.version_info[:2])   # the venv's own base
+    out = tmp_path / "result.json"
+    env = dict(os.environ, MCPF_BENCH_CACHE=str(tmp_path / "cache"))
+    env.pop("MCPF_BENCH_INTERPRETER", None)
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "bench", "run.py"), "--quick", "--db", "sqlite",
+         "--rows", "20000", "--seconds", "1", "--concurrency", "1,4", "--sizes", "1000",
+         "--no-floors", "--python", base, "--output", str(out)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads(out.read_text())
+    sel = res["interpreter"]
+    assert sel["base"]["path"] == base and sel["running"]["executable"] == sys.executable
+    assert sel["reason"] == f"--python {base}"
+    venvs = list((tmp_path / "cache").glob("venv-*/bin/python"))
+    assert len(venvs) == 1, venvs                              # the re-run's own venv
+    alt = res["running_interpreter"]
+    assert alt["python"] == sys.executable and alt["db"] == "sqlite" and alt["connections"] == 4
+    assert alt["small"]["4"]["calls"] > 0 and alt["small"]["4"]["errors"] == 0
+    assert res["databases"]["sqlite"]["ours"]["small"]["4"]["calls"] > 0
+    assert "instead of the starting" in proc.stdout
+    assert "the same c4 sqlite call served by the starting interpreter" in proc.stdout
