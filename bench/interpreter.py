@@ -163,13 +163,18 @@ def _deps_stamp() -> str:
     return h.hexdigest()[:16]
 
 
+def venv_dir(base: dict) -> str:
+    """Where ``venv_python`` keeps ``base``'s virtual environment (one per installation and version)."""
+    tag = hashlib.sha256(f"{os.path.realpath(base['base_prefix'])} {base['version']}".encode()).hexdigest()[:12]
+    return os.path.join(seed.CACHE_DIR, f"venv-{base['version']}-{tag}")
+
+
 def venv_python(base: dict, log=print) -> str:
     """A virtual environment of ``base``'s with this project's dependencies installed; its
     python.  Made once under ``seed.CACHE_DIR`` and reused while setup.py and requirements.txt are
     unchanged.  The server runs from the checkout (``python -m mcp_flask.cli`` with the
     checkout as working directory), so the code measured is always the checkout's."""
-    tag = hashlib.sha256(f"{os.path.realpath(base['base_prefix'])} {base['version']}".encode()).hexdigest()[:12]
-    venv = os.path.join(seed.CACHE_DIR, f"venv-{base['version']}-{tag}")
+    venv = venv_dir(base)
     python = os.path.join(venv, "bin", "python")
     marker = os.path.join(venv, ".mcpf-deps")
     stamp = _deps_stamp()

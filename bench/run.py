@@ -165,6 +165,11 @@ def run(args, selection: dict | None = None) -> dict:
         results["databases"][d] = {"seed_s": round(spent, 3), "floor": {}, "ours": {}}
         log(f"  {d}: {'seeded in %.1f s' % spent if spent else 'reused the cached copy'}")
 
+    if not urls:
+        log("no database could be seeded: nothing to measure")
+        results["machine"]["loadavg_end"] = loadavg()
+        return results
+
     if not args.no_floors:
         for d in urls:
             sqlite_file = seed.sqlite_path(args.rows) if d == "sqlite" else None
@@ -476,19 +481,31 @@ def target_lines(res: dict) -> list[str]:
     return out
 
 
+def interpreter_for(args, argv) -> dict:
+    """This run's interpreter selection (bench/interpreter.py).  When another interpreter was
+    chosen and its venv is ready, the harness re-executes itself under it and this does not
+    return; the re-run reads the selection back from the environment."""
+    if interpreter.ENV_MARK in os.environ:
+        return json.loads(os.environ[interpreter.ENV_MARK])
+    selection = interpreter.select(args.python)
+    if selection["base"] is selection["running"]:
+        return selection
+    try:
+        python = interpreter.venv_python(selection["base"], log)
+    except Exception as exc:  # noqa: BLE001 - no venv (no pip, no index): measure where we are
+        log(f"interpreter: cannot prepare {interpreter.describe(selection['base'])}: {exc}; staying on the running one")
+        return dict(selection, base=selection["running"],
+                    reason=f"{selection['reason']}, but its venv failed: {str(exc)[:200]}")
+    log(f"interpreter: {interpreter.describe(selection['base'])}, not the running "
+        f"{interpreter.describe(selection['running'])}: {selection['reason']}; re-running under {python}")
+    env = dict(os.environ, **{interpreter.ENV_MARK: json.dumps(selection)})
+    os.execve(python, [python, os.path.abspath(__file__), *argv], env)
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
-    if interpreter.ENV_MARK in os.environ:
-        selection = json.loads(os.environ[interpreter.ENV_MARK])     # already chosen: this is the re-run
-    else:
-        selection = interpreter.select(args.python)
-        if selection["base"] is not selection["running"]:
-            python = interpreter.venv_python(selection["base"], log)
-            log(f"interpreter: {interpreter.describe(selection['base'])}, not the running "
-                f"{interpreter.describe(selection['running'])}: {selection['reason']}; re-running under {python}")
-            env = dict(os.environ, **{interpreter.ENV_MARK: json.dumps(selection)})
-            os.execve(python, [python, os.path.abspath(__file__), *argv], env)
+    selection = interpreter_for(args, argv)
     res = run(args, selection)
     path = args.output or os.path.join(RESULTS_DIR, f"{res['stamp']}.json")
     with open(path, "w") as fh:

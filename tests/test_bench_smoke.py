@@ -178,3 +178,28 @@ def test_rerun_under_another_interpreter(tmp_path):
     assert res["databases"]["sqlite"]["ours"]["small"]["4"]["calls"] > 0
     assert "instead of the starting" in proc.stdout
     assert "the same c4 sqlite call served by the starting interpreter" in proc.stdout
+
+
+def test_an_interpreter_without_a_venv_leaves_the_run_where_it_is(tmp_path, monkeypatch):
+    """When the chosen interpreter's venv cannot be made (here: a file stands where it would
+    go), the harness says so and measures under the running interpreter instead of failing."""
+    from bench.interpreter import probe, venv_dir
+    base = os.path.join(sys.base_prefix, "bin", "python%d.%d" % sys.version_info[:2])
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    monkeypatch.setattr("bench.seed.CACHE_DIR", str(cache))
+    with open(venv_dir(probe(base)), "w") as fh:
+        fh.write("not a directory")
+    out = tmp_path / "result.json"
+    env = dict(os.environ, MCPF_BENCH_CACHE=str(cache))
+    env.pop("MCPF_BENCH_INTERPRETER", None)
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "bench", "run.py"), "--quick", "--db", "sqlite",
+         "--rows", "2000", "--seconds", "1", "--concurrency", "1", "--sizes", "1000",
+         "--no-floors", "--python", base, "--output", str(out)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert "staying on the running one" in proc.stderr, proc.stderr[-3000:]
+    res = json.loads(out.read_text())
+    sel = res["interpreter"]
+    assert sel["base"]["executable"] == sys.executable and "its venv failed" in sel["reason"]
+    assert "running_interpreter" not in res                   # nothing to compare with
