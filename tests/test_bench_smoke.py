@@ -153,20 +153,30 @@ def test_probe_describes_interpreters():
     assert select(sys.executable)["base"]["executable"] == sys.executable
 
 
-def test_rerun_under_another_interpreter(tmp_path):
-    """``--python PATH`` re-runs the harness under PATH in a venv of its own (made in the bench
-    cache), and the report puts the starting interpreter's figure beside this run's."""
-    base = os.path.join(sys.base_prefix, "bin", "python%d.%d" % sys.version_info[:2])   # the venv's own base
+#: The interpreter this test run's venv was made from (a different environment, same binary).
+BASE_PYTHON = os.path.join(sys.base_prefix, "bin", "python%d.%d" % sys.version_info[:2])
+
+
+def run_under(tmp_path, cache, python: str, concurrency: str):
+    """A --quick SQLite run of the harness with ``--python python`` and its own bench cache:
+    the finished process and its results file (None when it wrote none)."""
     out = tmp_path / "result.json"
-    env = dict(os.environ, MCPF_BENCH_CACHE=str(tmp_path / "cache"))
+    env = dict(os.environ, MCPF_BENCH_CACHE=str(cache))
     env.pop("MCPF_BENCH_INTERPRETER", None)
     proc = subprocess.run(
         [sys.executable, os.path.join(ROOT, "bench", "run.py"), "--quick", "--db", "sqlite",
-         "--rows", "20000", "--seconds", "1", "--concurrency", "1,4", "--sizes", "1000",
-         "--no-floors", "--python", base, "--output", str(out)],
+         "--rows", "20000", "--seconds", "1", "--concurrency", concurrency, "--sizes", "1000",
+         "--no-floors", "--python", python, "--output", str(out)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    return proc, json.loads(out.read_text()) if out.exists() else None
+
+
+def test_rerun_under_another_interpreter(tmp_path):
+    """``--python PATH`` re-runs the harness under PATH in a venv of its own (made in the bench
+    cache), and the report puts the starting interpreter's figure beside this run's."""
+    base = BASE_PYTHON
+    proc, res = run_under(tmp_path, tmp_path / "cache", base, "1,4")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    res = json.loads(out.read_text())
     sel = res["interpreter"]
     assert sel["base"]["path"] == base and sel["running"]["executable"] == sys.executable
     assert sel["reason"] == f"--python {base}"
@@ -184,22 +194,13 @@ def test_an_interpreter_without_a_venv_leaves_the_run_where_it_is(tmp_path, monk
     """When the chosen interpreter's venv cannot be made (here: a file stands where it would
     go), the harness says so and measures under the running interpreter instead of failing."""
     from bench.interpreter import probe, venv_dir
-    base = os.path.join(sys.base_prefix, "bin", "python%d.%d" % sys.version_info[:2])
     cache = tmp_path / "cache"
     cache.mkdir()
     monkeypatch.setattr("bench.seed.CACHE_DIR", str(cache))
-    with open(venv_dir(probe(base)), "w") as fh:
+    with open(venv_dir(probe(BASE_PYTHON)), "w") as fh:
         fh.write("not a directory")
-    out = tmp_path / "result.json"
-    env = dict(os.environ, MCPF_BENCH_CACHE=str(cache))
-    env.pop("MCPF_BENCH_INTERPRETER", None)
-    proc = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "bench", "run.py"), "--quick", "--db", "sqlite",
-         "--rows", "2000", "--seconds", "1", "--concurrency", "1", "--sizes", "1000",
-         "--no-floors", "--python", base, "--output", str(out)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert "staying on the running one" in proc.stderr, proc.stderr[-3000:]
-    res = json.loads(out.read_text())
+    proc, res = run_under(tmp_path, cache, BASE_PYTHON, "1")
+    assert proc.returncode == 0 and "staying on the running one" in proc.stderr, proc.stderr[-3000:]
     sel = res["interpreter"]
     assert sel["base"]["executable"] == sys.executable and "its venv failed" in sel["reason"]
     assert "running_interpreter" not in res                   # nothing to compare with
