@@ -499,6 +499,8 @@ def interpreter_for(args, argv) -> dict:
     log(f"interpreter: {interpreter.describe(selection['base'])}, not the running "
         f"{interpreter.describe(selection['running'])}: {selection['reason']}; re-running under {python}")
     env = dict(os.environ, **{interpreter.ENV_MARK: json.dumps(selection)})
+    # The starting environment's tools (py-spy for --profile) stay reachable, after the rest.
+    env["PATH"] = os.pathsep.join(filter(None, [env.get("PATH"), os.path.dirname(sys.executable)]))
     os.execve(python, [python, os.path.abspath(__file__), *argv], env)
 
 
