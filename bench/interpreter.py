@@ -185,10 +185,11 @@ def venv_python(base: dict, log=print) -> str:
     except OSError:
         pass
     log(f"preparing {venv} ({base['path']}, Python {base['version']}): pip install -e {ROOT}...")
-    subprocess.run([base["path"], "-m", "venv", "--clear", venv], check=True, capture_output=True)
-    out = subprocess.run([python, "-m", "pip", "install", "-q", "-e", ROOT], capture_output=True, text=True)
-    if out.returncode != 0:
-        raise RuntimeError(f"pip install into {venv} failed: {out.stderr[-800:]}")
+    for step, cmd in (("python -m venv", [base["path"], "-m", "venv", "--clear", venv]),
+                      ("pip install", [python, "-m", "pip", "install", "-q", "-e", ROOT])):
+        out = subprocess.run(cmd, capture_output=True, text=True)
+        if out.returncode != 0:
+            raise RuntimeError(f"{step} for {venv} failed: {(out.stderr or out.stdout).strip()[-800:]}")
     with open(marker, "w") as fh:
         fh.write(stamp)
     return python

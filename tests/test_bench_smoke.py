@@ -203,4 +203,5 @@ def test_an_interpreter_without_a_venv_leaves_the_run_where_it_is(tmp_path, monk
     assert proc.returncode == 0 and "staying on the running one" in proc.stderr, proc.stderr[-3000:]
     sel = res["interpreter"]
     assert sel["base"]["executable"] == sys.executable and "its venv failed" in sel["reason"]
+    assert "python -m venv for" in sel["reason"]               # which step failed, with its words
     assert "running_interpreter" not in res                   # nothing to compare with
