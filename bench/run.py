@@ -230,7 +230,7 @@ def run(args, selection: dict | None = None) -> dict:
         server.stop()
 
     original = (selection or {}).get("running", {}).get("executable")
-    if original and original != sys.executable and urls:
+    if original and original != sys.executable:
         # The interpreter was switched (bench/interpreter.py): the headline call served by the
         # one the harness was started with too, so the report shows what the switch is worth.
         d = "postgresql" if "postgresql" in urls else next(iter(urls))
@@ -410,7 +410,8 @@ def _cpu_split_lines(res: dict) -> list[str]:
 
 def interpreter_lines(res: dict) -> list[str]:
     """Which interpreter ran the benchmark and why; when it is not the one the harness was
-    started with, that one's c16 PostgreSQL figure beside ours (bench/interpreter.py)."""
+    started with, that one's headline figure (c16 PostgreSQL when measured) beside this run's
+    (bench/interpreter.py)."""
     sel = res.get("interpreter")
     if not sel:
         return []
