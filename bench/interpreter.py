@@ -96,16 +96,14 @@ def same_interpreter(a: dict, b: dict) -> bool:
 
 
 def pick(running: float, others: dict, min_gain: float = MIN_GAIN):
-    """The candidate (a key of ``others``) to use instead of the running interpreter, or None.
+    """The fastest candidate (a key of ``others``) to use instead of the running interpreter, or None.
 
     ``running`` and ``others``' values are workload seconds (None: the candidate failed).
     A candidate replaces the running interpreter only when it is at least ``min_gain``
     faster (0.05: 5% less time), so noise never switches interpreters."""
-    best, best_s = None, running
-    for key, secs in others.items():
-        if secs is not None and secs < best_s * (1 - min_gain) and (best is None or secs < others[best]):
-            best, best_s = key, secs
-    return best
+    threshold = running * (1 - min_gain)
+    clear = {key: secs for key, secs in others.items() if secs is not None and secs < threshold}
+    return min(clear, key=clear.get) if clear else None
 
 
 def select(choice: str = "auto", rounds: int = 3) -> dict:

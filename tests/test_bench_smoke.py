@@ -137,6 +137,7 @@ def test_interpreter_pick_needs_a_clear_gain():
     from bench.interpreter import pick
     assert pick(1.0, {"/a": 0.97}) is None                  # within the workload's noise
     assert pick(1.0, {"/a": 0.90, "/b": 0.80}) == "/b"      # the fastest clear winner
+    assert pick(1.0, {"/a": 0.90, "/b": 0.88}) == "/b"      # even when close to another winner
     assert pick(1.0, {"/a": None, "/b": 1.2}) is None       # failed or slower: stay
 
 
