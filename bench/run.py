@@ -183,9 +183,13 @@ def run(args, selection: dict | None = None) -> dict:
                         d, sql, params, c, max(1.0, args.seconds / 2), enc, sqlite_file)
 
     pool = args.pool or max(16, 64 // args.workers)
-    server = BenchServer({SERVICE[d]: u for d, u in urls.items()}, workers=args.workers,
-                         redis_url=args.redis, pool=pool,
-                         env={"MCP_FLASK_WORKER_CLASS": args.worker_class})
+
+    def start_server(dbs, python=None) -> BenchServer:
+        """The server with this run's settings, serving ``dbs`` (under ``python``, default ours)."""
+        return BenchServer({SERVICE[d]: urls[d] for d in dbs}, workers=args.workers, redis_url=args.redis,
+                           pool=pool, env={"MCP_FLASK_WORKER_CLASS": args.worker_class}, python=python)
+
+    server = start_server(urls)
     try:
         results["server"] = {"workers": args.workers, "pool_size": pool, "worker_class": args.worker_class,
                              "idle_rss_mb": server.rss.current_kb() / 1024}
@@ -237,8 +241,8 @@ def run(args, selection: dict | None = None) -> dict:
         c = 16 if 16 in args.conc else max(args.conc)
         log(f"{d}: the c{c} 10-row call served by the starting interpreter ({original})...")
         results["running_interpreter"] = dict(scenarios.served_by(
-            original, {SERVICE[d]: urls[d]}, SERVICE[d], args.seconds, args.workers, args.redis, pool,
-            args.worker_class, args.start_id, connections=c), db=d, connections=c)
+            lambda: start_server([d], original), SERVICE[d], args.seconds, args.start_id, connections=c),
+            python=original, db=d, connections=c)
 
     if args.peers:
         if "postgresql" in urls:

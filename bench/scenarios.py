@@ -21,7 +21,7 @@ import time
 
 from . import floors, loadgen
 from .client import McpClient
-from .server import BenchServer, CpuMeter
+from .server import CpuMeter
 
 TABLE = "bench_items"
 #: The 10-row read starts in the middle of the table (rows // 2; 500000 for the full table).
@@ -154,20 +154,20 @@ def _measured(server, run) -> dict:
     return r
 
 
-def served_by(python: str, services: dict, service: str, seconds: float, workers: int, redis_url: str,
-              pool: int, worker_class: str, start_id: int = START_ID, connections: int = 16) -> dict:
-    """The 10-row call at ``connections`` served by another interpreter (same settings), for the
-    report's comparison line; ``{"python": ..., "small": {c: result}}`` or ``{"error": ...}``."""
+def served_by(start_server, service: str, seconds: float, start_id: int = START_ID,
+              connections: int = 16) -> dict:
+    """The 10-row call at ``connections`` on a server from ``start_server()`` (the run's settings
+    under another interpreter), for the report's comparison line: ``{"small": {c: result}}``,
+    or ``{"error": ...}`` when it could not be measured."""
     try:
-        server = BenchServer(services, workers=workers, redis_url=redis_url, pool=pool,
-                             env={"MCP_FLASK_WORKER_CLASS": worker_class}, python=python)
+        server = start_server()
     except Exception as exc:  # noqa: BLE001 - the comparison line says why it is missing
-        return {"python": python, "error": f"{type(exc).__name__}: {exc}"}
+        return {"error": f"{type(exc).__name__}: {exc}"}
     try:
-        return {"python": python, "small": load_matrix(server, service, seconds, (connections,), start_id)}
+        return {"small": load_matrix(server, service, seconds, (connections,), start_id)}
     except Exception as exc:  # noqa: BLE001
         server.keep = True
-        return {"python": python, "error": f"{type(exc).__name__}: {exc} (server log kept: {server.log_path})"}
+        return {"error": f"{type(exc).__name__}: {exc} (server log kept: {server.log_path})"}
     finally:
         server.stop()
 
