@@ -408,14 +408,15 @@ def test_the_execute_cursor_is_reused_without_leaking_an_earlier_result(served):
     for _ in range(3):                               # plain, then PREPARE + EXECUTE, then EXECUTE
         assert [r["id"] for r in served.rows(few)] == [1, 2]
     conn, state = _pooled_state(served)
-    kept = state.cursor
+    # The tool's reads go straight to JSON: they keep their own cursor (pg_json_values).
+    kept = state.json_cursor
     assert kept is not None and not kept.closed
     assert [r["id"] for r in served.rows(few)] == [1, 2]
-    assert state.cursor is kept                      # the same cursor served that call
+    assert state.json_cursor is kept                 # the same cursor served that call
     narrow = dict(TEN_ROWS, fields="id", filter="id > 2 and id < 5")
     for _ in range(3):
         assert served.rows(narrow) == [{"id": 3}, {"id": 4}]
-    assert state.cursor is kept
+    assert state.json_cursor is kept
     # No rows at all: nothing of the earlier result (rows, columns) shows through.
     empty = dict(TEN_ROWS, filter="id > 5000 and id < 6000")
     for _ in range(3):
@@ -425,6 +426,9 @@ def test_the_execute_cursor_is_reused_without_leaking_an_earlier_result(served):
     sql = "SELECT 10 / (id - %s) AS q FROM books WHERE id = %s"
     for _ in range(3):                               # prepared, then EXECUTEd on the kept cursor
         assert db.read(lambda c: dialect.query(c, sql, (2, 1))) == (["q"], [(-10,)])
+    kept = state.cursor
+    assert kept is not None and kept is not state.json_cursor
+    assert db.read(lambda c: dialect.query(c, sql, (2, 1))) == (["q"], [(-10,)])
     assert state.cursor is kept
     with pytest.raises(DatabaseError):
         db.read(lambda c: dialect.query(c, sql, (1, 1)))
@@ -450,9 +454,11 @@ def test_a_large_result_closes_the_cursor_instead_of_keeping_it(served, monkeypa
 
 
 def test_closing_the_connection_drops_its_kept_cursor(served):
+    db, dialect = served.database, served.database.dialect
     for _ in range(3):
-        served.rows(TEN_ROWS)
+        served.rows(TEN_ROWS)                        # the tool's read: the JSON cursor
+        db.read(lambda c: dialect.query(c, "SELECT id FROM books WHERE id = %s", (1,)))
     conn, state = _pooled_state(served)
-    assert state.cursor is not None
-    served.database.dialect.close(conn)
-    assert state.cursor is None and conn.closed
+    assert state.cursor is not None and state.json_cursor is not None
+    dialect.close(conn)
+    assert state.cursor is None and state.json_cursor is None and conn.closed

@@ -173,11 +173,17 @@ class Dialect:
             if cur is not None:
                 cur.close()
 
-    def query(self, conn, sql: str, params: Sequence = ()) -> tuple[list[str], list[tuple]]:
-        """Run a query; its column names and all rows (use ``stream`` for large results)."""
+    def read_cursor(self, conn, for_json: bool = False):
+        """A cursor for a read; ``for_json``: its rows go straight into a JSON answer, so the
+        dialect may hand back values in their exact JSON text form (PostgreSQL does)."""
+        return conn.cursor()
+
+    def query(self, conn, sql: str, params: Sequence = (), for_json: bool = False) -> tuple[list[str], list[tuple]]:
+        """Run a query; its column names and all rows (use ``stream`` for large results).
+        ``for_json``: see ``read_cursor``."""
         cur = None
         try:
-            cur = conn.cursor()
+            cur = self.read_cursor(conn, for_json)
             cur.execute(sql, tuple(params))
             if cur.description is None:
                 # A statement that returns no rows: some drivers raise on fetchall() here.
@@ -189,17 +195,17 @@ class Dialect:
             if cur is not None:
                 cur.close()
 
-    def stream(self, conn, sql: str, params: Sequence = (), batch: int = 500):
+    def stream(self, conn, sql: str, params: Sequence = (), batch: int = 500, for_json: bool = False):
         """Yield ``(names, rows_batch)`` pairs without holding the whole result in memory.
 
         The base version iterates an ordinary cursor; server databases override it
         with a server-side cursor.  The generator closes its cursor when closed early.
         A consumer may ``send()`` a new batch size into the generator; later batches
-        use it (every dialect's ``stream`` accepts this).
+        use it (every dialect's ``stream`` accepts this).  ``for_json``: see ``read_cursor``.
         """
         cur = None
         try:
-            cur = conn.cursor()
+            cur = self.read_cursor(conn, for_json)
             cur.execute(sql, tuple(params))
             names = [d[0] for d in cur.description]
             while True:

@@ -359,8 +359,9 @@ class MysqlDialect(MysqlErrors, MysqlCatalog, MysqlValues, Dialect):
         finally:
             self._close_cursor(conn, cur)
 
-    def query(self, conn, sql: str, params=()):
-        """Run a query; its column names and all rows (buffered; use ``stream`` for large results)."""
+    def query(self, conn, sql: str, params=(), for_json: bool = False):
+        """Run a query; its column names and all rows (buffered; use ``stream`` for large results).
+        ``for_json`` changes nothing here (pymysql's values are what the encoder wants)."""
         cur = conn.cursor()
         try:
             cur.execute(sql, tuple(params))
@@ -371,7 +372,7 @@ class MysqlDialect(MysqlErrors, MysqlCatalog, MysqlValues, Dialect):
         finally:
             self._close_cursor(conn, cur)
 
-    def stream(self, conn, sql: str, params=(), batch: int = 500):
+    def stream(self, conn, sql: str, params=(), batch: int = 500, for_json: bool = False):
         """Yield ``(names, rows_batch)`` from an unbuffered server-side cursor (flat memory).
 
         Closed early (the client went away), the generator reads and discards at

@@ -14,8 +14,8 @@ What this module owns:
   the base ``Dialect``'s).  It also PREPAREs, DEALLOCATEs and forgets stale plans.
 
 Imports only ``pg_errors`` (SQLSTATE constants) from the project, plus psycopg2.
-The mixin uses the dialect's ``map_error``, ``is_disconnect``, ``_seen`` and
-``_unpreparable`` (set by ``PostgresDialect.__init__``).
+The mixin uses the dialect's ``map_error``, ``is_disconnect``, ``read_cursor``, ``_seen``
+and ``_unpreparable`` (set by ``PostgresDialect.__init__``).
 """
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ class PreparingConnection(pgext.connection):
 class _Statements:
     """One connection's prepared statements: ``(sql, types) -> (name, EXECUTE text)``, LRU first."""
 
-    __slots__ = ("names", "seq", "stale", "cursor")
+    __slots__ = ("names", "seq", "stale", "cursor", "json_cursor")
 
     def __init__(self):
         self.names: OrderedDict = OrderedDict()
@@ -71,6 +71,8 @@ class _Statements:
         #: The (client-side) cursor of the last EXECUTE that succeeded with a small result,
         #: kept for the connection's next EXECUTE (see ``PreparedQueries.query``), or None.
         self.cursor = None
+        #: The same for reads whose rows go straight to JSON (``Dialect.read_cursor``).
+        self.json_cursor = None
 
 
 #: Parameter types by Python type, as psycopg2's literal types them in plain SQL: text,
@@ -134,8 +136,9 @@ def numbered_sql(sql: str, count: int) -> str | None:
 class PreparedQueries:
     """Mixin of ``PostgresDialect``: ``query`` through prepared statements when they pay."""
 
-    def query(self, conn, sql: str, params: Sequence = ()) -> tuple[list[str], list[tuple]]:
+    def query(self, conn, sql: str, params: Sequence = (), for_json: bool = False) -> tuple[list[str], list[tuple]]:
         """Run a query; its column names and all rows (``stream`` for large results).
+        ``for_json``: the rows go straight into a JSON answer (``Dialect.read_cursor``).
 
         With the service's ``prepared_statements`` on, a SQL text run ``PREPARE_AFTER``
         times is prepared on the connection when it is idle (``PREPARE mcpf_<n> (types)
@@ -144,11 +147,11 @@ class PreparedQueries:
         """
         state = getattr(conn, "mcpf_statements", None)
         if state is None:
-            return super().query(conn, sql, params)
+            return super().query(conn, sql, params, for_json)
         params = tuple(params)
         types = param_types(params)
         if types is None:
-            return super().query(conn, sql, params)
+            return super().query(conn, sql, params, for_json)
         key = (sql, types)
         idle = conn.get_transaction_status() == pgext.TRANSACTION_STATUS_IDLE
         if state.stale and idle:
@@ -158,11 +161,11 @@ class PreparedQueries:
             # Runs inside transactions count too, but PREPARE happens only outside one:
             # a failed PREPARE would abort the caller's transaction.
             if not self._hot(sql) or not idle or sql in self._unpreparable:
-                return super().query(conn, sql, params)
+                return super().query(conn, sql, params, for_json)
             entry = self._prepare(conn, state, key)
             if entry is None:
                 # Plain SQL decides: its answer, or its error exactly as without preparing.
-                result = super().query(conn, sql, params)
+                result = super().query(conn, sql, params, for_json)
                 if len(self._unpreparable) >= PREPARE_MEMORY:
                     self._unpreparable.clear()
                 self._unpreparable.add(sql)
@@ -175,12 +178,17 @@ class PreparedQueries:
         # replaces the result, description and row count (a failed one clears them), and
         # the cursor is taken off the connection while in use and put back only after a
         # complete, successful fetch.  An error or an interrupted call closes it.
-        cur = state.cursor
-        state.cursor = None
+        # Reads bound straight for JSON keep their own cursor (its typecasters differ).
+        if for_json:
+            cur = state.json_cursor
+            state.json_cursor = None
+        else:
+            cur = state.cursor
+            state.cursor = None
         keep = False
         try:
             if cur is None or cur.closed:
-                cur = conn.cursor()
+                cur = self.read_cursor(conn, for_json)
             cur.execute(entry[1], params)
             description = cur.description
             if description is None:
@@ -201,13 +209,15 @@ class PreparedQueries:
                 raise mapped from None
         finally:
             if cur is not None:
-                if keep:
-                    state.cursor = cur
-                else:
+                if not keep:
                     cur.close()
+                elif for_json:
+                    state.json_cursor = cur
+                else:
+                    state.cursor = cur
         # The statement's plan is gone or stale and nothing else ran in between (no
         # transaction): answer with the plain SQL; the next call prepares it afresh.
-        return super().query(conn, sql, params)
+        return super().query(conn, sql, params, for_json)
 
     def _hot(self, sql: str) -> bool:
         """Count one unprepared run of ``sql``; True once it is worth preparing."""

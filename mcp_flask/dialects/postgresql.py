@@ -71,6 +71,7 @@ from ..metadata import Column, Routine
 from .base import Dialect
 from .pg_catalog import CatalogReader
 from .pg_errors import ErrorMapping, _first_line
+from .pg_json_values import json_cursor
 from .pg_prepared import (PreparedQueries, PreparingConnection, _Statements,  # noqa: F401
                           numbered_sql, param_types)
 from .pg_routines import RoutineCalls
@@ -237,11 +238,11 @@ class PostgresDialect(PreparedQueries, CatalogReader, RoutineCalls, ErrorMapping
             timer.close()
 
     def close(self, conn) -> None:
-        """Close ``conn``; its kept cursor (``pg_prepared``) is dropped first, so the pair's
-        reference cycle does not outlive the connection until a garbage collection."""
+        """Close ``conn``; its kept cursors (``pg_prepared``) are dropped first, so the pairs'
+        reference cycles do not outlive the connection until a garbage collection."""
         state = getattr(conn, "mcpf_statements", None)
         if state is not None:
-            state.cursor = None
+            state.cursor = state.json_cursor = None
         super().close(conn)
 
     def ping(self, conn) -> None:
@@ -372,7 +373,13 @@ class PostgresDialect(PreparedQueries, CatalogReader, RoutineCalls, ErrorMapping
         return f"{column_sql} {'NOT ' if negate else ''}LIKE %s ESCAPE E'{esc}'"
 
     # ---------------------------------------------------------------- execution
-    def stream(self, conn, sql: str, params: Sequence = (), batch: int | None = None):
+    def read_cursor(self, conn, for_json: bool = False):
+        """A cursor; for rows bound straight for JSON, one that reads NUMERIC, timestamps,
+        dates and times as their exact JSON text (``pg_json_values``)."""
+        return json_cursor(conn) if for_json else conn.cursor()
+
+    def stream(self, conn, sql: str, params: Sequence = (), batch: int | None = None,
+               for_json: bool = False):
         """Yield ``(names, rows)`` batches from a server-side cursor: memory stays flat.
 
         A ``DECLARE ... NO SCROLL CURSOR`` read with ``FETCH FORWARD batch``.
@@ -387,14 +394,15 @@ class PostgresDialect(PreparedQueries, CatalogReader, RoutineCalls, ErrorMapping
         Each FETCH of ``batch`` rows is a round trip, and is yielded in slices of
         at most ``stream_slice`` rows.  A consumer that learns how wide the rows are
         may ``send()`` a new batch size into the generator (``record_reads`` sizes
-        batches by their encoded bytes), which the next FETCH uses.
+        batches by their encoded bytes), which the next FETCH uses.  ``for_json``: the
+        rows go straight into a JSON answer (``read_cursor``).
         """
         batch = int(batch or self.stream_batch)
         cursor_name = self.quote("mcpf_" + uuid.uuid4().hex)
         cur = None
         own_tx = declared = failed = False
         try:
-            cur = conn.cursor()
+            cur = self.read_cursor(conn, for_json)
             if conn.get_transaction_status() == pgext.TRANSACTION_STATUS_IDLE:
                 cur.execute("BEGIN", ())
                 own_tx = True

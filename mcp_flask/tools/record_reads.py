@@ -409,14 +409,15 @@ def select_sql(table: Table, dialect, sel: Select, where: str, params: list, ord
 
 
 # ---------------------------------------------------------------- fetching
-def fetch(ctx, dialect, conn, sql: str, params: list, expect: int) -> list[tuple]:
-    """All rows of a query; large results come through ``dialect.stream`` with progress reports."""
+def fetch(ctx, dialect, conn, sql: str, params: list, expect: int, for_json: bool = False) -> list[tuple]:
+    """All rows of a query; large results come through ``dialect.stream`` with progress reports.
+    ``for_json``: the rows go straight into the answer (``Dialect.read_cursor``)."""
     if expect <= STREAM_ABOVE:
-        return dialect.query(conn, sql, params)[1]
+        return dialect.query(conn, sql, params, for_json)[1]
     rows: list = []
     progress = ctx.progress
     next_report = PROGRESS_EVERY
-    for _names, batch in dialect.stream(conn, sql, params):
+    for _names, batch in dialect.stream(conn, sql, params, for_json=for_json):
         rows.extend(batch)
         if progress is not None and len(rows) >= next_report:
             progress(len(rows), expect)
@@ -435,7 +436,9 @@ def read_page(ctx, dialect, conn, sql: str, params: list, limit: int, keys: list
     ``encoding.EncodedRows`` (``len()`` gives its row count).
     """
     if limit + 1 <= STREAM_ABOVE or not encode:
-        rows = fetch(ctx, dialect, conn, sql, params, limit + 1)
+        # Rows that feed related records keep their Python values (keys are matched);
+        # the others go straight into the answer, in their JSON text form where exact.
+        rows = fetch(ctx, dialect, conn, sql, params, limit + 1, for_json=encode)
         more = len(rows) > limit
         if more:
             rows = rows[:limit]
@@ -461,7 +464,7 @@ def stream_encoded(ctx, dialect, conn, sql: str, params: list, limit: int, keys:
     progress = ctx.progress
     next_report = PROGRESS_EVERY
     size = FIRST_BATCH
-    batches = dialect.stream(conn, sql, params, batch=size)
+    batches = dialect.stream(conn, sql, params, batch=size, for_json=True)
     try:
         item = next(batches)
         while True:
