@@ -58,7 +58,8 @@ class PreparingConnection(pgext.connection):
 
 
 class _Statements:
-    """One connection's prepared statements: ``(sql, types) -> (name, EXECUTE text)``, LRU first."""
+    """One connection's prepared statements: ``(sql, types) -> [name, EXECUTE text, column
+    names (once run)]``, least recently used first."""
 
     __slots__ = ("names", "seq", "stale", "cursor", "json_cursor")
 
@@ -194,10 +195,14 @@ class PreparedQueries:
             if description is None:
                 keep = True
                 return [], []
-            names = [d[0] for d in description]
+            # A prepared statement's columns are fixed: a change fails it as a stale plan
+            # (and forgets it), so their names are read off the description once.
+            names = entry[2]
+            if names is None:
+                names = entry[2] = tuple([d[0] for d in description])
             rows = cur.fetchall()
             keep = len(rows) <= REUSE_CURSOR_ROWS
-            return names, rows
+            return list(names), rows
         except Exception as exc:  # noqa: BLE001 - every driver error is mapped
             if not self._forget_failed(conn, state, key, entry[0], exc, idle):
                 mapped = self.map_error(exc)
@@ -230,8 +235,8 @@ class PreparedQueries:
         seen[sql] = n + 1
         return False
 
-    def _prepare(self, conn, state: _Statements, key: tuple) -> tuple[str, str] | None:
-        """PREPARE ``key``'s SQL on idle ``conn``; its ``(name, EXECUTE text)``, or None when
+    def _prepare(self, conn, state: _Statements, key: tuple) -> list | None:
+        """PREPARE ``key``'s SQL on idle ``conn``; its entry (``_Statements``), or None when
         PostgreSQL (or psycopg2) would not prepare it.  Raises only when the connection is
         gone or the PREPARE was cancelled (a cancel must stop the call)."""
         sql, types = key
@@ -259,9 +264,10 @@ class PreparedQueries:
         # EXECUTE_COMMENT characters, no cut-off "%" (psycopg2 would take it for a placeholder).
         shown = numbered[:EXECUTE_COMMENT].replace("\n", " ").replace("\r", " ").rstrip("%")
         execute += " -- " + shown
-        state.names[key] = entry = (name, execute)
+        # [name, EXECUTE text, the result's column names once known]
+        state.names[key] = entry = [name, execute, None]
         if len(state.names) > PREPARED_PER_CONNECTION:
-            _, (old, _) = state.names.popitem(last=False)
+            _, (old, _, _) = state.names.popitem(last=False)
             self._deallocate(conn, state, old)
         return entry
 
